@@ -1,0 +1,1 @@
+"""Examples: the paper's models trained with `model.fit`."""

@@ -1,0 +1,139 @@
+"""Pictures of a run: curves per epoch and the learned masks."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_sparsevd.kl import svd_layers
+
+
+def read_history(path: Path) -> dict:
+    """The columns of a CSVLogger file as lists of floats."""
+    columns: dict = {}
+    if not Path(path).exists():
+        return columns
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                try:
+                    columns.setdefault(key, []).append(float(value))
+                except (TypeError, ValueError):
+                    pass
+    return columns
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no pictures (pip install '.[examples]').")
+        return None
+    return plt
+
+
+def save_all(out: Path, model: keras.Model, history: dict) -> list:
+    """Writes curves.png and, for Sparse VD models, masks.png into `out`."""
+    plt = _pyplot()
+    if plt is None:
+        return []
+    written = [save_curves(plt, out / "curves.png", history)]
+    if svd_layers(model):
+        written.append(save_masks(plt, out / "masks.png", model))
+    return written
+
+
+def save_curves(plt, path: Path, history: dict) -> Path:
+    epochs = np.arange(1, len(history.get("epoch", [])) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if "test_error" in history:
+        axes[0].plot(epochs, history["test_error"], label="test error")
+    if "accuracy" in history:
+        axes[0].plot(
+            epochs,
+            100 * (1 - np.asarray(history["accuracy"])),
+            label="train error (with noise)",
+        )
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("error, %")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    axes[0].grid(alpha=0.3)
+    layer_keys = [k for k in history if k.startswith("sparsity/")]
+    for key in layer_keys:
+        axes[1].plot(epochs, 100 * np.asarray(history[key]), label=key[9:])
+    if "sparsity" in history:
+        axes[1].plot(
+            epochs, 100 * np.asarray(history["sparsity"]), "k--", label="all weights"
+        )
+        ax2 = axes[1].twinx()
+        ax2.plot(epochs, history["compression"], color="tab:gray", alpha=0.6)
+        ax2.set_ylabel("compression (x, grey)")
+        ax2.set_yscale("log")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("pruned weights, %")
+    axes[1].legend(loc="lower right", fontsize=8)
+    axes[1].grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_masks(plt, path: Path, model: keras.Model) -> Path:
+    """The first conv layer's filters and the first dense layer's mask."""
+    layers = svd_layers(model)
+    conv = next((lay for lay in layers if len(lay.kernel.shape) == 4), None)
+    dense = next((lay for lay in layers if len(lay.kernel.shape) == 2), None)
+    panels = int(conv is not None) + int(dense is not None) * 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 5), squeeze=False)
+    axes = list(axes[0])
+    if conv is not None:
+        w = keras.ops.convert_to_numpy(conv.kernel) * keras.ops.convert_to_numpy(
+            conv.kernel_mask
+        )
+        kh, kw, cin, cout = w.shape
+        w = w[:, :, 0, :]  # first input channel
+        cols = int(np.ceil(np.sqrt(cout)))
+        rows = int(np.ceil(cout / cols))
+        grid = np.full((rows * (kh + 1), cols * (kw + 1)), np.nan)
+        for i in range(cout):
+            r, c = divmod(i, cols)
+            grid[r * (kh + 1) : r * (kh + 1) + kh, c * (kw + 1) : c * (kw + 1) + kw] = (
+                w[..., i]
+            )
+        ax = axes.pop(0)
+        lim = np.nanmax(np.abs(grid)) or 1.0
+        ax.imshow(grid, cmap="bwr", vmin=-lim, vmax=lim)
+        ax.set_title(f"{conv.name}: kept weights of its {cout} filters")
+        ax.axis("off")
+    if dense is not None:
+        mask = keras.ops.convert_to_numpy(dense.kernel_mask)
+        block = mask[:100, :100]
+        ax = axes.pop(0)
+        ax.imshow(block, cmap="gray_r", interpolation="nearest")
+        ax.set_title(
+            f"{dense.name}: mask, first {block.shape[0]}x{block.shape[1]} block"
+        )
+        ax.set_xlabel("output unit")
+        ax.set_ylabel("input")
+        ax = axes.pop(0)
+        per_input = mask.sum(axis=1)
+        side = int(np.sqrt(per_input.size))
+        if side * side == per_input.size:
+            ax.imshow(per_input.reshape(side, side), cmap="viridis")
+            ax.set_title(f"{dense.name}: kept weights per input pixel")
+            ax.axis("off")
+        else:
+            ax.bar(np.arange(per_input.size), per_input, width=1.0)
+            ax.set_title(f"{dense.name}: kept weights per input")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

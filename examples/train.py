@@ -1,0 +1,381 @@
+"""Trains one of the paper's models with `model.fit` and writes a run folder.
+
+    python -m examples.train --model lenet300 --dataset mnist \
+        --data-dir ../shared/data/mnist
+
+The run folder (``--out``, default ``runs/<model>-<dataset>-<variant>-seed<seed>``)
+receives ``model.keras``, ``history.csv`` (loss, accuracy, test error,
+sparsity per layer, compression per epoch), ``report.json``, and the
+pictures ``curves.png`` and ``masks.png``. An interrupted run continues from
+its last finished epoch when started again with the same ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import keras_sparsevd as ksvd
+from examples import data as data_lib
+from examples import models as models_lib
+from examples import plots
+
+
+def lr_schedule(
+    model: str, base_lr: float, epochs: int, variant: str, pretrained: bool
+):
+    """The paper's learning-rate schedule, stretched to `epochs`."""
+    if model == "lenet300":
+        half = epochs / 2
+
+        def schedule(epoch: int) -> float:
+            # Constant for the first half, then linear to 0 (1e-3 to epoch
+            # 100, 0 at 200 in the paper).
+            return base_lr if epoch < half else base_lr * (epochs - epoch) / half
+
+    elif model == "vgglike" and variant == "svd" and pretrained:
+
+        def schedule(epoch: int) -> float:
+            return base_lr
+
+    else:
+
+        def schedule(epoch: int) -> float:
+            return base_lr * (epochs - epoch) / epochs
+
+    return schedule
+
+
+def default_lr(model: str, variant: str, pretrained: bool) -> float:
+    if model == "vgglike" and variant == "svd" and pretrained:
+        return 1e-5
+    return 1e-3
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds ``epoch_seconds`` (wall time of the epoch) to the logs."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+class TestError(keras.callbacks.Callback):
+    """Adds ``test_error`` (percent, from val_accuracy) to the logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and "val_accuracy" in logs:
+            logs["test_error"] = 100.0 * (1.0 - logs["val_accuracy"])
+
+
+def transfer_dense_weights(dense: keras.Model, sparse: keras.Model) -> int:
+    """Copies a dense net's weights into the SVD net, layer by layer name.
+
+    Conv/Dense kernels and biases go to the SVD layers' ``kernel`` and
+    ``bias``; other layers (BatchNorm) are copied whole. Returns the number
+    of layers copied.
+    """
+    by_name = {layer.name: layer for layer in dense.layers}
+    copied = 0
+    for layer in sparse.layers:
+        source = by_name.get(layer.name)
+        if source is None or not source.weights:
+            continue
+        if isinstance(layer, ksvd.SparseVDLayer):
+            layer.kernel.assign(source.kernel)
+            if layer.use_bias and getattr(source, "bias", None) is not None:
+                layer.bias.assign(source.bias)
+        else:
+            layer.set_weights(source.get_weights())
+        copied += 1
+    if copied == 0:
+        raise ValueError("`--init-from`: no layer names in common with the model.")
+    return copied
+
+
+def hardware() -> dict:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    details = []
+    for gpu in gpus:
+        try:
+            details.append(
+                tf.config.experimental.get_device_details(gpu).get(
+                    "device_name", gpu.name
+                )
+            )
+        except Exception:  # noqa: BLE001 - details are best effort
+            details.append(gpu.name)
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpus": details,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+
+
+def threshold_sweep(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, thresholds: list
+) -> list:
+    """Test error and compression of one trained model at several thresholds."""
+    from keras_sparsevd.kl import svd_layers
+
+    layers = svd_layers(model)
+    original = [layer.threshold for layer in layers]
+    rows = []
+    try:
+        for t in thresholds:
+            for layer in layers:
+                layer.threshold = float(t)
+            model.predict_function = None  # the threshold is traced as a constant
+            logits = model.predict(x, batch_size=1000, verbose=0)
+            error = 100.0 * float(np.mean(np.argmax(logits, -1) != y))
+            report = ksvd.sparsity_report(model)
+            rows.append(
+                {
+                    "threshold": float(t),
+                    "test_error_percent": error,
+                    "compression": report.compression,
+                }
+            )
+    finally:
+        for layer, t in zip(layers, original):
+            layer.threshold = t
+        model.predict_function = None
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m examples.train",
+        description="Train the paper's models with Sparse VD (or a dense baseline).",
+    )
+    p.add_argument("--model", choices=models_lib.MODELS, default="lenet300")
+    p.add_argument("--dataset", choices=data_lib.DATASETS, default="mnist")
+    p.add_argument(
+        "--variant",
+        choices=("svd", "dense"),
+        default="svd",
+        help="Sparse VD model, or the dense baseline (default: svd).",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"local data folder (else ${data_lib.DATA_DIR_ENV}, else "
+        "tensorflow_datasets)",
+    )
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="base learning rate (default: the paper's)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=float, default=1.0, help="VGG-like width scale")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="dense .keras checkpoint to start a Sparse VD VGG-like from",
+    )
+    p.add_argument(
+        "--log-sigma2-init",
+        type=float,
+        default=None,
+        help="initial log sigma^2 (default -10, or -15 with --init-from)",
+    )
+    p.add_argument("--threshold", type=float, default=3.0)
+    p.add_argument(
+        "--no-train-clip",
+        action="store_true",
+        help="do not zero pruned weights in the training mean (LeNets)",
+    )
+    p.add_argument(
+        "--no-mean-image",
+        action="store_true",
+        help="MNIST: do not subtract the training mean image",
+    )
+    p.add_argument(
+        "--mixed-precision", choices=("mixed_float16", "mixed_bfloat16"), default=None
+    )
+    p.add_argument("--jit", action="store_true", help="compile with XLA")
+    p.add_argument(
+        "--train-limit",
+        type=int,
+        default=None,
+        help="use only the first N training examples (smoke tests)",
+    )
+    p.add_argument("--out", default=None, help="run folder")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--verbose", type=int, default=2)
+    return p
+
+
+def main(argv: list | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.epochs <= 0:
+        raise SystemExit("--epochs must be positive")
+    if args.init_from and not (args.model == "vgglike" and args.variant == "svd"):
+        raise SystemExit("--init-from applies to --model vgglike --variant svd only")
+    if args.model in ("lenet300", "lenet5") and args.dataset != "mnist":
+        raise SystemExit(f"--model {args.model} is for --dataset mnist")
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy(args.mixed_precision)
+
+    out = Path(
+        args.out or f"runs/{args.model}-{args.dataset}-{args.variant}-seed{args.seed}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+
+    try:
+        (x_train, y_train), (x_test, y_test) = data_lib.load(
+            args.dataset, args.data_dir
+        )
+    except data_lib.DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    if args.train_limit:
+        x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
+    n_train = len(x_train)
+    num_classes = data_lib.NUM_CLASSES[args.dataset]
+    sparse = args.variant == "svd"
+    pretrained = bool(args.init_from)
+
+    if args.model in ("lenet300", "lenet5"):
+        mean_image = None if args.no_mean_image else x_train.mean(axis=0)
+        model = models_lib.BUILDERS[args.model](
+            sparse=sparse,
+            num_classes=num_classes,
+            input_shape=x_train.shape[1:],
+            mean_image=mean_image,
+            threshold=args.threshold,
+            train_clip=not args.no_train_clip,
+        )
+    else:
+        log_sigma2 = args.log_sigma2_init
+        if log_sigma2 is None:
+            log_sigma2 = -15.0 if pretrained else -10.0
+        model = models_lib.vgglike(
+            sparse=sparse,
+            num_classes=num_classes,
+            input_shape=x_train.shape[1:],
+            k=args.k,
+            channel_mean=x_train.mean(axis=(0, 1, 2)),
+            channel_std=x_train.std(axis=(0, 1, 2)),
+            threshold=args.threshold,
+            log_sigma2_init=log_sigma2,
+        )
+        if pretrained:
+            dense = keras.models.load_model(args.init_from)
+            transfer_dense_weights(dense, model)
+
+    base_lr = (
+        args.lr
+        if args.lr is not None
+        else default_lr(args.model, args.variant, pretrained)
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            base_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=bool(args.jit),
+    )
+    callbacks = [
+        EpochTimer(),
+        keras.callbacks.LearningRateScheduler(
+            lr_schedule(args.model, base_lr, args.epochs, args.variant, pretrained)
+        ),
+        TestError(),
+    ]
+    if sparse:
+        callbacks += [
+            ksvd.KLScheduler(num_train_examples=n_train),
+            ksvd.SparsityLogger(),
+        ]
+    callbacks += [
+        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        keras.callbacks.CSVLogger(
+            str(out / "history.csv"), append=(out / "backup").exists()
+        ),
+    ]
+    started = time.perf_counter()
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        validation_data=(x_test, y_test),
+        callbacks=callbacks,
+        verbose=args.verbose,
+    )
+    wall = time.perf_counter() - started
+
+    model.save(out / "model.keras")
+    logits = model.predict(x_test, batch_size=1000, verbose=0)
+    test_error = 100.0 * float(np.mean(np.argmax(logits, -1) != y_test))
+
+    history = plots.read_history(out / "history.csv")
+    seconds = history.get("epoch_seconds", [])
+    report_dict = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "variant": args.variant,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "base_lr": base_lr,
+        "train_examples": n_train,
+        "test_error_percent": test_error,
+        "compression": 1.0,
+        "per_layer_sparsity": {},
+        "seconds_per_epoch": float(np.median(seconds)) if seconds else None,
+        "wall_seconds_this_process": wall,
+        "hardware": hardware(),
+        "command": "python -m examples.train "
+        + " ".join(
+            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+        ),
+        "options": {k: v for k, v in vars(args).items()},
+    }
+    if sparse:
+        report = ksvd.sparsity_report(model)
+        report_dict["compression"] = report.compression
+        report_dict["per_layer_sparsity"] = {
+            layer.name: 100.0 * layer.sparsity for layer in report.layers
+        }
+        report_dict["sparsity_report"] = report.to_dict()
+        report_dict["threshold_sweep"] = threshold_sweep(
+            model, x_test, y_test, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        )
+        print(report)
+    print(
+        f"test error: {test_error:.2f}%  compression: {report_dict['compression']:.1f}x"
+    )
+    (out / "report.json").write_text(json.dumps(report_dict, indent=2) + "\n")
+    if not args.no_plots:
+        plots.save_all(out, model, history)
+    print(f"run folder: {out}")
+    return report_dict
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""`sparsity_report`: how many weights each Sparse VD layer keeps."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from keras_sparsevd.kl import svd_layers
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSparsity:
+    """Sparsity of one Sparse VD layer (weights only, bias excluded)."""
+
+    name: str
+    class_name: str
+    weights: int
+    kept: int
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the layer's weights that are pruned, 0..1."""
+        return 1.0 - self.kept / self.weights if self.weights else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsityReport:
+    """Per-layer and total sparsity of a model's Sparse VD layers.
+
+    Counts weights only (kernels): biases and BatchNorm parameters are
+    excluded, as in the paper. ``str(report)`` is a table, ``to_dict()`` is
+    JSON-serialisable.
+    """
+
+    layers: tuple
+
+    @property
+    def total_weights(self) -> int:
+        return sum(layer.weights for layer in self.layers)
+
+    @property
+    def total_kept(self) -> int:
+        return sum(layer.kept for layer in self.layers)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of all Sparse VD weights that are pruned, 0..1."""
+        total = self.total_weights
+        return 1.0 - self.total_kept / total if total else 0.0
+
+    @property
+    def compression(self) -> float:
+        """Total weights over kept weights (``inf`` if none is kept)."""
+        kept = self.total_kept
+        return self.total_weights / kept if kept else math.inf
+
+    def to_dict(self) -> dict:
+        compression = self.compression
+        return {
+            "layers": [
+                {
+                    "name": layer.name,
+                    "class_name": layer.class_name,
+                    "weights": layer.weights,
+                    "kept": layer.kept,
+                    "sparsity": layer.sparsity,
+                }
+                for layer in self.layers
+            ],
+            "total_weights": self.total_weights,
+            "total_kept": self.total_kept,
+            "sparsity": self.sparsity,
+            # JSON has no infinity; None means every weight was pruned.
+            "compression": compression if math.isfinite(compression) else None,
+        }
+
+    def __str__(self) -> str:
+        rows = [
+            (
+                layer.name,
+                layer.class_name,
+                f"{layer.weights:,}",
+                f"{layer.kept:,}",
+                f"{100 * layer.sparsity:.2f}%",
+            )
+            for layer in self.layers
+        ]
+        rows.append(
+            (
+                "total",
+                "",
+                f"{self.total_weights:,}",
+                f"{self.total_kept:,}",
+                f"{100 * self.sparsity:.2f}%",
+            )
+        )
+        header = ("layer", "type", "weights", "kept", "sparsity")
+        widths = [max(len(r[i]) for r in rows + [header]) for i in range(5)]
+
+        def fmt(row: tuple) -> str:
+            cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+            cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:])]
+            return "  ".join(cells).rstrip()
+
+        rule = "-" * len(fmt(header))
+        lines = [fmt(header), rule] + [fmt(r) for r in rows[:-1]]
+        lines += [rule, fmt(rows[-1])]
+        lines.append(f"compression: {self.compression:.1f}x (weights only)")
+        return "\n".join(lines)
+
+
+def sparsity_report(model: keras.layers.Layer) -> SparsityReport:
+    """Per-layer sparsity of every Sparse VD layer of `model`.
+
+    Args:
+        model: a built Keras model (or a single Sparse VD layer); nested
+            models are searched.
+
+    Returns:
+        A `SparsityReport`: ``str()`` is a readable table, ``.to_dict()`` a
+        JSON-serialisable dict, ``.compression`` total weights / kept weights.
+
+    Raises:
+        ValueError: if `model` has no Sparse VD layer or one is not built.
+
+    Example:
+
+    >>> print(sparsity_report(model))  # doctest: +SKIP
+    """
+    layers = svd_layers(model)
+    if not layers:
+        raise ValueError(
+            f"`model` ({getattr(model, 'name', model)!r}) contains no Sparse VD "
+            "layer (DenseSVD, Conv1DSVD, Conv2DSVD, Conv3DSVD)."
+        )
+    rows = []
+    for layer in layers:
+        if not layer.built:
+            raise ValueError(
+                f"Layer {layer.name!r} is not built yet: call the model on data "
+                "(or build it with an input shape) before asking for its sparsity."
+            )
+        mask = keras.ops.convert_to_numpy(layer.kernel_mask)
+        rows.append(
+            LayerSparsity(
+                name=layer.name,
+                class_name=type(layer).__name__,
+                weights=int(mask.size),
+                kept=int(np.count_nonzero(mask)),
+            )
+        )
+    return SparsityReport(layers=tuple(rows))
