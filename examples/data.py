@@ -185,7 +185,8 @@ def load_cifar_pickle(folder: str | os.PathLike, name: str) -> tuple[Split, Spli
             data = np.asarray(batch[b"data"], np.uint8)
             if data.ndim != 2 or data.shape[1] != 3072:
                 raise DataError(
-                    f"{str(path)!r}: b'data' has shape {data.shape}, expected (N, 3072)."
+                    f"{str(path)!r}: b'data' has shape {data.shape}, "
+                    "expected (N, 3072)."
                 )
             xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys.append(np.asarray(batch[label_key], np.int32))
