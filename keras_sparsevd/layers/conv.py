@@ -88,7 +88,6 @@ class BaseConvSVD(SparseVDLayer):
                 "`strides` > 1 is not compatible with `dilation_rate` > 1; got "
                 f"strides={self.strides}, dilation_rate={self.dilation_rate}."
             )
-        self.input_spec = keras.layers.InputSpec(ndim=rank + 2)
 
     @property
     def _channel_axis(self) -> int:

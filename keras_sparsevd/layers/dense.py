@@ -80,7 +80,6 @@ class DenseSVD(SparseVDLayer):
             **kwargs,
         )
         self.units = check_positive_int("units", units)
-        self.input_spec = keras.layers.InputSpec(min_ndim=2)
 
     def build(self, input_shape: tuple) -> None:
         input_dim = input_shape[-1]
