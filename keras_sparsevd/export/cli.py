@@ -1,0 +1,288 @@
+"""``python -m keras_sparsevd.export``: export a saved Sparse VD model.
+
+Usage::
+
+    python -m keras_sparsevd.export MODEL.keras OUT_DIR [--compact]
+        [--format savedmodel,keras,sparse,tflite] [--float16] [--overwrite]
+
+Writes, for the formats asked for (default ``savedmodel,keras,sparse``):
+
+- ``OUT_DIR/savedmodel/``: TF SavedModel of the stripped model; serve it
+  with ``loaded = tf.saved_model.load(path)`` then ``loaded.serve(x)`` (keep
+  ``loaded`` alive), no keras_sparsevd needed.
+- ``OUT_DIR/model.keras``: the stripped model, plain Keras layers.
+- ``OUT_DIR/model.npz``: the sparse format (`keras_sparsevd.load_sparse`).
+- ``OUT_DIR/model.tflite``: TFLite, where Keras can export it (else skipped
+  with a message).
+
+Then prints the sparsity report and the bytes on disk of each format.
+Everything is written to a temporary folder first, so a failed export leaves
+OUT_DIR as it was. An existing OUT_DIR is refused unless ``--overwrite`` is
+given, which replaces only the files above and leaves others alone. Bad
+input gives a one-line error and exit status 2; a failed export, status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+
+import keras
+import numpy as np
+
+from keras_sparsevd.export.sizes import (
+    DENSE_LABEL,
+    SizeEntry,
+    SizeReport,
+    measure_stripped,
+    path_size,
+)
+from keras_sparsevd.export.strip import strip_sparsevd
+from keras_sparsevd.export.tflite import TFLiteNotSupportedError, export_tflite
+from keras_sparsevd.kl import svd_layers
+from keras_sparsevd.report import sparsity_report
+
+PROG = "python -m keras_sparsevd.export"
+FORMATS = ("savedmodel", "keras", "sparse", "tflite")
+DEFAULT_FORMATS = "savedmodel,keras,sparse"
+# Name of each format's output inside OUT_DIR.
+OUTPUT_NAMES = {
+    "savedmodel": "savedmodel",
+    "keras": "model.keras",
+    "sparse": "model.npz",
+    "tflite": "model.tflite",
+}
+
+
+class UsageError(Exception):
+    """Bad input: reported in one line, exit status 2."""
+
+
+def main(argv: list | None = None) -> int:
+    """Runs the command line; returns the exit status.
+
+    Args:
+        argv: the arguments after the program name; ``sys.argv[1:]`` if None.
+
+    Returns:
+        0 on success, 2 on bad input, 1 if writing an export failed.
+    """
+    args = _parser().parse_args(argv)
+    try:
+        formats = _parse_formats(args.format)
+        _check_paths(args.model, args.out_dir, args.overwrite)
+        model = _load(args.model)
+        stripped = strip_sparsevd(model, compact=args.compact)
+    except UsageError as error:
+        return _fail(str(error), 2)
+    except ValueError as error:
+        return _fail(_one_line(error), 2)
+    print(sparsity_report(model))
+    if args.compact:
+        print()
+        print(_compaction_summary(model, stripped))
+    print()
+    print(_prediction_check(model, stripped))
+    try:
+        report, written = _export(model, stripped, args, formats)
+    except Exception as error:
+        return _fail(f"export failed: {type(error).__name__}: {_one_line(error)}", 1)
+    print()
+    print(report)
+    print()
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Export a saved Sparse VD model (.keras) as plain Keras models, a TF "
+            "SavedModel, the sparse .npz format and TFLite, and report the sizes."
+        ),
+    )
+    parser.add_argument("model", help="the Sparse VD model, a .keras file")
+    parser.add_argument("out_dir", help="folder to write; must not exist yet")
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="also remove dead units and filters (same predictions, smaller)",
+    )
+    parser.add_argument(
+        "--format",
+        default=DEFAULT_FORMATS,
+        help=(
+            f"comma-separated formats out of {','.join(FORMATS)} "
+            f"(default {DEFAULT_FORMATS})"
+        ),
+    )
+    parser.add_argument(
+        "--float16",
+        action="store_true",
+        help="store the sparse format's values as float16 (half the bytes)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an existing OUT_DIR, replacing the export files there",
+    )
+    return parser
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _parse_formats(text: str) -> list:
+    formats = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise UsageError(
+            f"unknown --format {', '.join(unknown) or repr(text)}; choose from "
+            f"{','.join(FORMATS)}."
+        )
+    return list(dict.fromkeys(formats))
+
+
+def _check_paths(model_path: str, out_dir: str, overwrite: bool) -> None:
+    if not os.path.exists(model_path):
+        raise UsageError(f"{model_path}: no such file.")
+    if not os.path.isfile(model_path):
+        raise UsageError(f"{model_path}: not a file (expected a .keras model file).")
+    if not os.access(model_path, os.R_OK):
+        raise UsageError(f"{model_path}: not readable.")
+    if os.path.exists(out_dir):
+        if not os.path.isdir(out_dir):
+            raise UsageError(f"{out_dir} exists and is not a folder.")
+        if not overwrite:
+            raise UsageError(
+                f"{out_dir} already exists; pass --overwrite to replace the "
+                "export files in it (other files are left alone), or choose a "
+                "new folder."
+            )
+
+
+def _load(model_path: str) -> keras.Model:
+    if model_path.endswith(".keras") and not zipfile.is_zipfile(model_path):
+        raise UsageError(
+            f"{model_path} is not a .keras model file (not a zip archive)."
+        )
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except Exception as error:
+        raise UsageError(
+            f"cannot read {model_path} as a Keras model "
+            f"({type(error).__name__}: {_one_line(error)})."
+        ) from None
+    if not isinstance(model, keras.Model):
+        raise UsageError(f"{model_path} holds a {type(model).__name__}, not a model.")
+    if not svd_layers(model):
+        raise UsageError(
+            f"{model_path} has no Sparse VD layer (DenseSVD, Conv1DSVD, Conv2DSVD, "
+            "Conv3DSVD): there is nothing to strip; export it with Keras directly."
+        )
+    return model
+
+
+def _compaction_summary(model: keras.Model, compact: keras.Model) -> str:
+    before = _widths(model)
+    after = _widths(compact)
+    lines = ["compaction (units or filters kept):"]
+    for name, width in after.items():
+        if name in before:
+            lines.append(f"  {name}: {before[name]} -> {width}")
+    return "\n".join(lines)
+
+
+def _widths(model: keras.Model) -> dict:
+    widths = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        width = getattr(layer, "units", None) or getattr(layer, "filters", None)
+        if isinstance(width, int):
+            widths[layer.name] = width
+    return widths
+
+
+def _prediction_check(model: keras.Model, stripped: keras.Model) -> str:
+    """Compares both models on random inputs, where the input is one tensor."""
+    if len(model.inputs) != 1 or None in tuple(model.inputs[0].shape)[1:]:
+        return "prediction check: skipped (not a single input of known shape)."
+    shape = (8,) + tuple(model.inputs[0].shape)[1:]
+    x = np.random.default_rng(0).random(shape).astype("float32")
+    diff = np.max(np.abs(model.predict(x, verbose=0) - stripped.predict(x, verbose=0)))
+    verdict = "match" if diff <= 1e-4 else "DIFFER"
+    return (
+        f"prediction check: exported and Sparse VD model {verdict} on 8 random "
+        f"inputs (max abs difference {diff:.2e})."
+    )
+
+
+def _export(
+    model: keras.Model, stripped: keras.Model, args: argparse.Namespace, formats: list
+) -> tuple:
+    values_dtype = "float16" if args.float16 else "float32"
+    staging = tempfile.mkdtemp(prefix="keras_sparsevd_export_")
+    try:
+        # (entry, the format whose file it is, or "input")
+        measured = [
+            (SizeEntry(DENSE_LABEL, path_size(args.model), args.model), "input")
+        ]
+        stripped_entries = measure_stripped(stripped, staging, values_dtype)
+        measured += zip(stripped_entries, ("keras", None, "sparse"))
+        ready = {"keras": stripped_entries[0].path, "sparse": stripped_entries[2].path}
+        if "savedmodel" in formats:
+            ready["savedmodel"] = os.path.join(staging, "savedmodel")
+            stripped.export(ready["savedmodel"], verbose=False)
+            size = path_size(ready["savedmodel"])
+            measured.append((SizeEntry("SavedModel (folder)", size), "savedmodel"))
+        if "tflite" in formats:
+            ready["tflite"] = os.path.join(staging, "model.tflite")
+            try:
+                export_tflite(stripped, ready["tflite"])
+                size = path_size(ready["tflite"])
+                measured.append((SizeEntry("TFLite", size), "tflite"))
+            except TFLiteNotSupportedError as error:
+                print(f"tflite: skipped: {error}", file=sys.stderr)
+                formats = [name for name in formats if name != "tflite"]
+        written = _move_into(
+            args.out_dir, {name: ready[name] for name in formats}, args.overwrite
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    # Staged files are gone now: keep a path only where a file was delivered.
+    entries = tuple(
+        entry if name == "input" else dataclasses.replace(entry, path=written.get(name))
+        for entry, name in measured
+    )
+    return SizeReport(entries), list(written.values())
+
+
+def _move_into(out_dir: str, sources: dict, overwrite: bool) -> dict:
+    """Moves each staged output to its name in `out_dir`; the final paths."""
+    # Checked again here: the folder may have appeared during the export.
+    os.makedirs(out_dir, exist_ok=overwrite)
+    written = {}
+    for name, source in sources.items():
+        target = os.path.join(out_dir, OUTPUT_NAMES[name])
+        # Reached only with --overwrite, or in the folder just created.
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        elif os.path.lexists(target):
+            os.remove(target)
+        shutil.move(source, target)
+        written[name] = target
+    return written

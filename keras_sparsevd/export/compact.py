@@ -1,0 +1,488 @@
+"""`compact_model`: removes the units and filters that pruning left dead.
+
+Unstructured sparsity leaves the dense kernels their full size. But when all
+incoming weights of a unit are pruned, the unit outputs a constant, and when
+all its outgoing weights are pruned, nobody reads it: either way it can go,
+which shrinks both neighbouring kernels for real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_sparsevd.export.strip import (
+    _clone_from_config,
+    is_graph_model,
+    strip_sparsevd,
+    uncompiled,
+)
+from keras_sparsevd.kl import svd_layers
+
+_DENSE = keras.layers.Dense
+_CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+# Exact classes only: a subclass may change what `call` does with the kernel.
+_PRUNABLE = (_DENSE,) + _CONVS
+
+# Layers that act on each channel independently and are the identity (or
+# elementwise) at inference, so a constant channel stays a constant channel.
+_ELEMENTWISE_LAYERS = (
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.ActivityRegularization,
+    keras.layers.Identity,
+)
+_POOLING_LAYERS = (
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+)
+# Activations that map each value on its own (softmax, glu, ... mix channels).
+_ELEMENTWISE_ACTIVATIONS = frozenset(
+    (
+        "linear",
+        "relu",
+        "relu6",
+        "leaky_relu",
+        "elu",
+        "selu",
+        "celu",
+        "gelu",
+        "silu",
+        "swish",
+        "mish",
+        "sigmoid",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_swish",
+        "log_sigmoid",
+        "tanh",
+        "hard_tanh",
+        "softplus",
+        "softsign",
+        "exponential",
+        "squareplus",
+        "sparse_plus",
+    )
+)
+
+
+def compact_model(model: keras.Model) -> keras.Model:
+    """A smaller plain model without the units and filters pruning left dead.
+
+    Works on pairs of consecutive prunable layers P -> Q (`keras.layers.Dense`
+    or `Conv1D`/`Conv2D`/`Conv3D`, channels_last, ``groups=1``) of a chain.
+    A unit (or filter) j of P is removed when
+
+    - all its outgoing weights in Q are 0: it feeds nothing; or
+    - all its incoming weights in P are 0: it outputs the constant
+      ``activation(bias_j)``, whose effect on Q is folded into Q's bias
+      (``bias_Q += c_j * W_Q[j, :]``, summed over Q's kernel window or the
+      flattened positions). Q gets a bias if it had none. When Q is a
+      convolution with ``"same"`` (or ``"causal"``) padding, the zero padding
+      makes the effect position-dependent, so such a unit is removed only
+      when the constant reaching Q is exactly 0 (e.g. after a ReLU).
+
+    Rows of Q and entries of per-channel layers between P and Q are removed
+    with it. Removing units of Q can leave more units of P feeding nothing,
+    so the passes repeat until nothing changes. At least one unit of each
+    layer is kept; the last prunable layer (the model's outputs) and the
+    inputs of the first one are never changed.
+
+    Layers allowed between P and Q: activation layers with an elementwise
+    activation (``Activation``, ``ReLU``, ``LeakyReLU``, ``ELU``; not
+    softmax), dropout and noise layers (identity at inference),
+    ``BatchNormalization`` over the channel axis, channels_last max/average
+    pooling and global pooling, and ``Flatten`` before a Dense Q. For example
+    Dense -> Dense, Conv2D -> Conv2D, Conv -> MaxPool -> Conv,
+    Conv -> BatchNorm -> ReLU -> Conv and Conv -> Flatten -> Dense chains.
+    P's own activation must be elementwise as well.
+
+    What it does not compact: a pair with any other layer between (a
+    softmax, LayerNormalization, Reshape, a nested model, channels_first
+    layouts, grouped or transposed convolutions, spatial sizes unknown
+    before Q) is left as it is, with a `UserWarning` naming the layer; the
+    rest of the model is still compacted. Nested Sequential or functional
+    models are compacted inside, keeping their own inputs and outputs.
+
+    Args:
+        model: a built Sequential model, or a functional model whose layers
+            form one chain (one input, one output, no branches, no shared
+            layers). A model with Sparse VD layers is stripped first
+            (`strip_sparsevd`).
+
+    Returns:
+        A new, uncompiled model of the same kind, with the same name,
+        inputs, outputs and predictions (up to float32 rounding of the
+        folded biases) and fewer units where some were dead.
+
+    Raises:
+        ValueError: if `model` is subclassed, not built, or a functional
+            model that is not a single chain (several inputs or outputs,
+            branches, merges, shared layers). Use ``compact=False`` for those.
+
+    Example:
+
+    >>> small = compact_model(strip_sparsevd(model))  # doctest: +SKIP
+    """
+    if not isinstance(model, keras.Model) or not is_graph_model(model):
+        raise ValueError(
+            f"compact_model needs a keras.Sequential or functional keras.Model, "
+            f"got {type(model).__name__}. Rebuild a subclassed model as one of "
+            "those, or export it without compaction."
+        )
+    if svd_layers(model):
+        return strip_sparsevd(model, compact=True)
+    if not model.built:
+        raise ValueError(
+            f"Model {model.name!r} is not built: start it with a "
+            "`keras.Input(shape)` or call it on a batch of data first."
+        )
+    chain = _chain(model)
+    shapes = _output_shapes(chain, tuple(model.inputs[0].shape))
+    units = _plan(chain, shapes)
+    return _rebuild(model, units)
+
+
+@dataclasses.dataclass
+class _Link:
+    """How the inputs of a prunable layer come from the previous one."""
+
+    source: _Prunable
+    between: list
+    # "flatten": Q is Dense on flattened channels_last positions of P;
+    # "positional": Q applies the same weights at every position.
+    mode: str
+    # Q's output depends only on constant inputs, padding included.
+    valid: bool
+
+
+@dataclasses.dataclass
+class _Prunable:
+    """Working copy of a prunable layer's weights while planning."""
+
+    layer: keras.layers.Layer
+    output_shape: tuple | None
+    kernel: np.ndarray
+    bias: np.ndarray
+    use_bias: bool
+    keep: np.ndarray
+    link: _Link | None = None
+
+
+def _chain(model: keras.Model) -> list:
+    """The layers of `model` in order, if they form a single chain."""
+    if isinstance(model, keras.Sequential):
+        return list(model.layers)
+    problem = None
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        problem = f"it has {len(model.inputs)} inputs and {len(model.outputs)} outputs"
+    layers = []
+    # Keras has no public graph API; Functional keeps its nodes by depth
+    # (0 = outputs), which is what `clone_model` walks as well.
+    by_depth = model._nodes_by_depth
+    for depth in sorted(by_depth, reverse=True):
+        if problem:
+            break
+        nodes = by_depth[depth]
+        if len(nodes) != 1:
+            names = sorted({node.operation.name for node in nodes})
+            problem = f"it branches (layers {names} run side by side)"
+        elif isinstance(nodes[0].operation, keras.layers.InputLayer):
+            continue
+        elif len(nodes[0].input_tensors) != 1:
+            problem = f"layer {nodes[0].operation.name!r} takes several inputs"
+        else:
+            layers.append(nodes[0].operation)
+    if not problem and len({id(layer) for layer in layers}) != len(layers):
+        problem = "it uses a layer more than once"
+    if problem:
+        raise ValueError(
+            f"Cannot compact functional model {model.name!r}: {problem}. "
+            "Compaction handles Sequential models and functional models that "
+            "are one chain of layers; export this one with compact=False."
+        )
+    return layers
+
+
+def _output_shapes(chain: list, input_shape: tuple) -> list:
+    shapes = []
+    shape: tuple | None = input_shape
+    for layer in chain:
+        try:
+            shape = tuple(layer.compute_output_shape(shape)) if shape else None
+        except Exception:
+            # Only pairs across this layer need shapes, and they are skipped.
+            shape = None
+        shapes.append(shape)
+    return shapes
+
+
+def _plan(chain: list, shapes: list) -> list:
+    """Decides what to remove; returns the prunable layers' final state."""
+    positions = [i for i, layer in enumerate(chain) if _is_prunable(layer)]
+    units = {i: _working_copy(chain[i], shapes[i]) for i in positions}
+    links = []
+    for i, k in zip(positions, positions[1:]):
+        link = _make_link(units[i], chain[i + 1 : k], units[k], shapes[i + 1 : k])
+        if isinstance(link, str):
+            warnings.warn(
+                f"Not compacting {chain[i].name!r} -> {chain[k].name!r}: {link}",
+                stacklevel=3,
+            )
+            continue
+        units[k].link = link
+        links.append((link, units[k]))
+    changed = True
+    while changed:
+        changed = False
+        for link, target in links:
+            changed |= _prune_pair(link, target)
+    return [units[i] for i in positions]
+
+
+def _is_prunable(layer: keras.layers.Layer) -> bool:
+    if type(layer) not in _PRUNABLE:
+        return False
+    if getattr(layer, "quantization_mode", None) or getattr(
+        layer, "lora_enabled", False
+    ):
+        return False
+    if isinstance(layer, _CONVS):
+        return layer.data_format == "channels_last" and layer.groups == 1
+    return True
+
+
+def _working_copy(layer: keras.layers.Layer, output_shape: tuple | None) -> _Prunable:
+    kernel = np.array(keras.ops.convert_to_numpy(layer.kernel), dtype="float32")
+    channels = kernel.shape[-1]
+    if layer.use_bias:
+        bias = np.array(keras.ops.convert_to_numpy(layer.bias), dtype="float32")
+    else:
+        bias = np.zeros(channels, "float32")
+    return _Prunable(
+        layer=layer,
+        output_shape=output_shape,
+        kernel=kernel,
+        bias=bias,
+        use_bias=layer.use_bias,
+        keep=np.ones(channels, bool),
+    )
+
+
+def _elementwise_activation(fn: Any) -> bool:
+    name = getattr(fn, "__name__", None)
+    if name not in _ELEMENTWISE_ACTIVATIONS:
+        return False
+    try:
+        return keras.activations.get(name) is fn
+    except ValueError:
+        return False
+
+
+def _make_link(
+    source: _Prunable, between: list, target: _Prunable, shapes: list
+) -> _Link | str:
+    """The link from `source` to `target`, or why there can be none."""
+    if not _elementwise_activation(source.layer.activation):
+        return (
+            f"the activation of {source.layer.name!r} is not elementwise, so its "
+            "units depend on each other."
+        )
+    shape = source.output_shape
+    if shape is None or None in shape[1:]:
+        return (
+            f"the output shape of {source.layer.name!r} is not fully known "
+            f"({shape}); give the model an input with a full shape."
+        )
+    flattened = len(shape) == 2
+    for layer, out_shape in zip(between, shapes):
+        rank = len(shape)
+        if type(layer) is keras.layers.Activation:
+            ok = _elementwise_activation(layer.activation)
+        elif type(layer) in _ELEMENTWISE_LAYERS:
+            ok = True
+        elif type(layer) is keras.layers.BatchNormalization:
+            ok = (not flattened or rank == 2) and layer.axis in (-1, rank - 1)
+        elif type(layer) in _POOLING_LAYERS:
+            ok = not flattened and layer.data_format == "channels_last"
+        elif type(layer) is keras.layers.Flatten:
+            ok = layer.data_format == "channels_last"
+            flattened = True
+        else:
+            ok = False
+        if not ok:
+            return (
+                f"{type(layer).__name__} {layer.name!r} between them is not a "
+                "per-channel, channels_last layer that compaction supports."
+            )
+        if out_shape is None:
+            return f"the output shape of {layer.name!r} is unknown."
+        shape = out_shape
+    if isinstance(target.layer, _DENSE):
+        mode = "flatten" if flattened and len(source.output_shape) > 2 else "positional"
+        valid = True
+    else:
+        mode = "positional"
+        valid = target.layer.padding == "valid"
+    return _Link(source=source, between=list(between), mode=mode, valid=valid)
+
+
+def _target_view(link: _Link, target: _Prunable) -> np.ndarray:
+    """The target's kernel as (positions, source channels, target units)."""
+    channels = link.source.kernel.shape[-1]
+    units = target.kernel.shape[-1]
+    return target.kernel.reshape(-1, channels, units)
+
+
+def _constant_at_target(link: _Link) -> np.ndarray:
+    """What the target sees when every source unit outputs its constant.
+
+    Shaped (positions, channels): the source's ``activation(bias)`` broadcast
+    to its output shape, run through the layers between at inference.
+    """
+    source = link.source
+    constant = keras.ops.convert_to_numpy(
+        source.layer.activation(keras.ops.convert_to_tensor(source.bias))
+    )
+    x = np.broadcast_to(constant, (1,) + tuple(source.output_shape[1:]))
+    x = keras.ops.convert_to_tensor(np.ascontiguousarray(x, dtype="float32"))
+    for layer in link.between:
+        x = layer(x, training=False)
+    return keras.ops.convert_to_numpy(x).reshape(-1, source.kernel.shape[-1])
+
+
+def _prune_pair(link: _Link, target: _Prunable) -> bool:
+    """Removes the dead units of `link.source`; True if any was removed."""
+    source = link.source
+    channels = source.kernel.shape[-1]
+    view = _target_view(link, target)
+    dead_out = ~np.any(view != 0, axis=(0, 2))
+    dead_in = ~np.any(source.kernel.reshape(-1, channels) != 0, axis=0)
+    candidates = source.keep & (dead_out | dead_in)
+    if not candidates.any():
+        return False
+    removable = candidates & dead_out
+    constant = None
+    if (candidates & ~dead_out).any():
+        constant = _constant_at_target(link)
+        if link.mode == "flatten":
+            foldable = np.ones(channels, bool)
+        else:
+            first = constant[:1]
+            uniform = np.all(
+                np.abs(constant - first) <= 1e-6 * np.maximum(1.0, np.abs(first)),
+                axis=0,
+            )
+            foldable = uniform & (link.valid | np.all(constant == 0, axis=0))
+        removable |= candidates & dead_in & foldable
+    if not removable.any():
+        return False
+    if not (source.keep & ~removable).any():
+        # A layer of 0 units is not a Keras layer: keep one.
+        removable[np.flatnonzero(removable)[0]] = False
+        if not removable.any():
+            return False
+    if constant is not None:
+        # Units read by nobody add nothing; zeroing them also keeps an inf
+        # constant (say exp of a large bias) from turning 0 * inf into NaN.
+        constant = np.where(dead_out, np.float32(0.0), constant)
+        if link.mode == "flatten":
+            shift = np.einsum("pc,pcu->u", constant[:, removable], view[:, removable])
+        else:
+            shift = constant[0, removable] @ view[:, removable].sum(axis=0)
+        if np.any(shift != 0):
+            target.bias += shift.astype("float32")
+            target.use_bias = True
+    view[:, removable, :] = 0.0
+    target.kernel = view.reshape(target.kernel.shape)
+    source.kernel[..., removable] = 0.0
+    source.bias[removable] = 0.0
+    source.keep &= ~removable
+    return True
+
+
+def _final_weights(unit: _Prunable) -> tuple:
+    """The kept part of a layer's kernel and bias, and its new config."""
+    kernel = unit.kernel
+    if unit.link is not None:
+        keep_in = unit.link.source.keep
+        units = kernel.shape[-1]
+        if isinstance(unit.layer, _DENSE):
+            channels = keep_in.size
+            kernel = kernel.reshape(-1, channels, units)[:, keep_in, :]
+            kernel = kernel.reshape(-1, units)
+        else:
+            kernel = kernel[..., keep_in, :]
+    kernel = kernel[..., unit.keep]
+    config = unit.layer.get_config()
+    config["units" if isinstance(unit.layer, _DENSE) else "filters"] = int(
+        unit.keep.sum()
+    )
+    config["use_bias"] = unit.use_bias
+    weights = [kernel]
+    if unit.use_bias:
+        weights.append(unit.bias[unit.keep])
+    return weights, config
+
+
+def _rebuild(model: keras.Model, units: list) -> keras.Model:
+    weights: dict = {}
+    configs: dict = {}
+    for unit in units:
+        weights[id(unit.layer)], configs[id(unit.layer)] = _final_weights(unit)
+        if unit.link is not None:
+            keep = unit.link.source.keep
+            for layer in unit.link.between:
+                if layer.weights:
+                    weights[id(layer)] = [w[keep] for w in layer.get_weights()]
+    pairs = []
+
+    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, keras.Model) and is_graph_model(layer):
+            return _compact_nested(layer)
+        if id(layer) in configs:
+            new = layer.__class__.from_config(configs[id(layer)])
+        else:
+            new = _clone_from_config(layer)
+        pairs.append((layer, new))
+        return new
+
+    compacted = uncompiled(keras.models.clone_model(model, clone_function=clone_layer))
+    for old, new in pairs:
+        new.set_weights(weights.get(id(old), old.get_weights()))
+    return compacted
+
+
+def _compact_nested(model: keras.Model) -> keras.Model:
+    try:
+        return compact_model(model)
+    except ValueError as error:
+        warnings.warn(
+            f"Not compacting inside nested model {model.name!r}: {error}",
+            stacklevel=4,
+        )
+    clone = uncompiled(keras.models.clone_model(model))
+    clone.set_weights(model.get_weights())
+    return clone

@@ -1,0 +1,155 @@
+"""``python -m keras_sparsevd.export``: outputs, reports, refusals, errors."""
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import keras_sparsevd as ksvd
+from keras_sparsevd.export import cli
+from keras_sparsevd.export.tflite import TFLiteNotSupportedError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def svd_model_path(tmp_path):
+    """A small saved Sparse VD model: 80% of fc1's weights and 3 units pruned."""
+    rng = np.random.default_rng(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Flatten(),
+            ksvd.DenseSVD(30, activation="relu", name="fc1"),
+            ksvd.DenseSVD(5, name="fc2"),
+        ],
+        name="tiny",
+    )
+    for layer, density in zip(model.layers[1:], (0.2, 1.0)):
+        theta = keras.ops.convert_to_numpy(layer.kernel)
+        keep = rng.random(theta.shape) < density
+        if layer.name == "fc1":
+            keep[..., :3] = False
+        log_theta2 = np.log(theta**2 + 1e-8)
+        layer.log_sigma2.assign(np.where(keep, log_theta2 - 8.0, log_theta2 + 8.0))
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    return str(path)
+
+
+def _single_error_line(err):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("python -m keras_sparsevd.export: error: ")
+    return lines[0]
+
+
+def test_cli_writes_formats_and_prints_reports(svd_model_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = cli.main([svd_model_path, str(out), "--compact"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert sorted(os.listdir(out)) == ["model.keras", "model.npz", "savedmodel"]
+    assert os.path.isfile(out / "savedmodel" / "saved_model.pb")
+    # The sparsity report, the compaction, the check and the size report.
+    assert "fc1    DenseSVD" in captured.out and "compression:" in captured.out
+    assert "fc1: 30 -> 27" in captured.out
+    assert "Sparse VD model match on 8 random inputs" in captured.out
+    for label in ("dense .keras", "stripped .keras", "gzipped", "sparse .npz"):
+        assert label in captured.out
+    assert "SavedModel (folder)" in captured.out and "smaller by" in captured.out
+    assert f"wrote {out / 'model.npz'}" in captured.out
+
+    original = keras.saving.load_model(svd_model_path)
+    plain = keras.saving.load_model(out / "model.keras")
+    sparse = ksvd.load_sparse(out / "model.npz")
+    assert plain.get_layer("fc1").units == 27
+    x = np.random.default_rng(1).random((4, 6, 6, 1)).astype("float32")
+    expected = original.predict(x, verbose=0)
+    for exported in (plain, sparse):
+        assert np.max(np.abs(exported.predict(x, verbose=0) - expected)) <= 1e-5
+
+
+def test_cli_refuses_existing_out_dir_and_overwrites_only_its_files(
+    svd_model_path, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "model.keras").write_text("stale")
+
+    status = cli.main([svd_model_path, str(out), "--format", "keras"])
+    line = _single_error_line(capsys.readouterr().err)
+    assert status == 2
+    assert "already exists" in line and "--overwrite" in line
+    assert sorted(os.listdir(out)) == ["model.keras", "notes.txt"]
+    assert (out / "model.keras").read_text() == "stale"
+
+    status = cli.main(
+        [svd_model_path, str(out), "--format", "keras,sparse", "--overwrite"]
+    )
+    assert status == 0, capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["model.keras", "model.npz", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert keras.saving.load_model(out / "model.keras").get_layer("fc1").units == 30
+
+
+def test_cli_skips_tflite_with_a_message_when_unsupported(
+    svd_model_path, tmp_path, capsys, monkeypatch
+):
+    def unsupported(model, filepath):
+        raise TFLiteNotSupportedError("no TFLite in this Keras")
+
+    monkeypatch.setattr(cli, "export_tflite", unsupported)
+    status = cli.main([svd_model_path, str(tmp_path / "out"), "--format", "tflite"])
+    captured = capsys.readouterr()
+    assert status == 0
+    assert "tflite: skipped: no TFLite in this Keras" in captured.err
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_cli_bad_inputs_give_one_line_errors(tmp_path, capsys):
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    plain.save(tmp_path / "plain.keras")
+    (tmp_path / "junk.keras").write_text("not a model")
+    (tmp_path / "file").write_text("")
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("readme.txt", "a zip, but no model")
+    out = str(tmp_path / "out")
+    cases = [
+        ([str(tmp_path / "plain.keras"), out], "no Sparse VD layer"),
+        ([str(tmp_path / "junk.keras"), out], "not a .keras model file"),
+        ([str(tmp_path / "other.keras"), out], "cannot read"),
+        ([str(tmp_path / "missing.keras"), out], "no such file"),
+        ([str(tmp_path), out], "not a file"),
+        ([str(tmp_path / "plain.keras"), str(tmp_path / "file")], "not a folder"),
+        ([str(tmp_path / "plain.keras"), out, "--format", "onnx"], "unknown --format"),
+    ]
+    for argv, message in cases:
+        status = cli.main(argv)
+        line = _single_error_line(capsys.readouterr().err)
+        assert status == 2, argv
+        assert message in line, line
+    assert not os.path.exists(out)
+
+
+def test_module_entry_point_exits_2_without_traceback(tmp_path):
+    (tmp_path / "junk.keras").write_bytes(b"PK\x03\x04 truncated zip")
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_sparsevd.export", "junk.keras", "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "error: junk.keras is not a .keras model file" in result.stderr
+    assert not (tmp_path / "out").exists()
