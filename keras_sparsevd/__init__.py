@@ -12,7 +12,7 @@ from keras_sparsevd.export import (
     size_report,
     strip_sparsevd,
 )
-from keras_sparsevd.kl import get_kl_weight, kl_divergence, set_kl_weight
+from keras_sparsevd.kl import get_kl_weight, kl_divergence, set_kl_weight, svd_layers
 from keras_sparsevd.layers import (
     BaseConvSVD,
     Conv1DSVD,
@@ -50,5 +50,6 @@ __all__ = [
     "set_kl_weight",
     "size_report",
     "sparsity_report",
+    "svd_layers",
     "strip_sparsevd",
 ]

@@ -1,0 +1,249 @@
+"""The examples: model zoo, local loaders, and the training entry point."""
+
+import gzip
+import json
+import pickle
+
+import keras
+import numpy as np
+import pytest
+
+import keras_sparsevd as ksvd
+from examples import data, models, train
+
+RNG = np.random.default_rng(2)
+
+
+def _fit_a_few_steps(model, x, y):
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callbacks = [ksvd.KLScheduler(len(x), 0, 0)] if ksvd.svd_layers(model) else []
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=callbacks)
+    assert np.isfinite(history.history["loss"][0])
+    return model
+
+
+@pytest.mark.parametrize("name", ["lenet300", "lenet5"])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_mnist_models_build_and_train(name, sparse):
+    x = RNG.random((16, 28, 28, 1)).astype("float32")
+    y = RNG.integers(0, 10, 16)
+    model = models.BUILDERS[name](sparse=sparse, mean_image=x.mean(0))
+    _fit_a_few_steps(model, x, y)
+    assert model.output_shape == (None, 10)
+    n_svd = len(ksvd.svd_layers(model))
+    assert n_svd == ((3 if name == "lenet300" else 4) if sparse else 0)
+    if sparse:
+        weights = ksvd.sparsity_report(model).total_weights
+        assert weights == (266_200 if name == "lenet300" else 430_500)
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_vgglike_builds_and_trains_on_cifar_shapes(classes, sparse):
+    x = RNG.random((8, 32, 32, 3)).astype("float32")
+    y = RNG.integers(0, classes, 8)
+    model = models.vgglike(
+        sparse=sparse,
+        num_classes=classes,
+        k=0.125,
+        channel_mean=x.mean((0, 1, 2)),
+        channel_std=x.std((0, 1, 2)),
+    )
+    _fit_a_few_steps(model, x, y)
+    assert model.output_shape == (None, classes)
+    convs = [lay for lay in model.layers if "conv" in lay.name]
+    assert len(convs) == 13
+    assert sum(isinstance(lay, keras.layers.Dropout) for lay in model.layers) == (
+        0 if sparse else 15
+    )
+
+
+def test_mnist_preprocessing_is_paper_scale_minus_mean_image():
+    x = RNG.random((5, 28, 28, 1)).astype("float32")
+    mean = x.mean(0)
+    pre = keras.Sequential(
+        [keras.Input((28, 28, 1))] + models.mnist_preprocessing(mean)
+    )
+    expected = x * 255 / 256 - mean * 255 / 256
+    np.testing.assert_allclose(pre.predict(x, verbose=0), expected, atol=1e-5)
+
+
+def write_idx(path, array, gz):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(s).to_bytes(4, "big") for s in array.shape
+    )
+    payload = header + array.astype(np.uint8).tobytes()
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def make_mnist_folder(folder, n_train=200, n_test=50, gz=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "x_train": RNG.integers(0, 256, (n_train, 28, 28)),
+        "y_train": RNG.integers(0, 10, n_train),
+        "x_test": RNG.integers(0, 256, (n_test, 28, 28)),
+        "y_test": RNG.integers(0, 10, n_test),
+    }
+    for key, filename in data.MNIST_FILES.items():
+        write_idx(folder / filename, arrays[key], gz)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_mnist_idx_loader(tmp_path, gz):
+    arrays = make_mnist_folder(tmp_path, gz=gz)
+    (x_train, y_train), (x_test, y_test) = data.load("mnist", tmp_path)
+    assert x_train.shape == (200, 28, 28, 1) and x_train.dtype == np.float32
+    np.testing.assert_allclose(x_train[..., 0], arrays["x_train"] / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(y_test, arrays["y_test"])
+    assert x_test.shape == (50, 28, 28, 1) and y_train.dtype == np.int32
+
+
+def test_data_dir_from_environment(tmp_path, monkeypatch):
+    make_mnist_folder(tmp_path)
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    (x_train, _), _ = data.load("mnist")
+    assert len(x_train) == 200
+
+
+def _cifar_batch(n, label_key):
+    return {
+        b"data": RNG.integers(0, 256, (n, 3072)).astype(np.uint8),
+        label_key: RNG.integers(0, 10, n).tolist(),
+    }
+
+
+def test_cifar10_and_cifar100_pickle_loaders(tmp_path):
+    c10 = tmp_path / "c10" / "cifar-10-batches-py"
+    c10.mkdir(parents=True)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batches[name] = _cifar_batch(4, b"labels")
+        with open(c10 / name, "wb") as f:
+            pickle.dump(batches[name], f)
+    (x_train, y_train), (x_test, y_test) = data.load("cifar10", tmp_path / "c10")
+    assert x_train.shape == (20, 32, 32, 3) and x_test.shape == (4, 32, 32, 3)
+    # Channel-major rows become HWC images.
+    raw = batches["data_batch_1"][b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0)
+    np.testing.assert_allclose(x_train[0], raw / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(y_test, batches["test_batch"][b"labels"])
+
+    c100 = tmp_path / "c100"
+    c100.mkdir()
+    for name in ("train", "test"):
+        with open(c100 / name, "wb") as f:
+            pickle.dump(_cifar_batch(6, b"fine_labels"), f)
+    (x_train, y_train), _ = data.load("cifar100", c100)
+    assert x_train.shape == (6, 32, 32, 3) and y_train.dtype == np.int32
+
+
+def test_bad_folders_give_clear_errors(tmp_path):
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.load("mnist", tmp_path / "nowhere")
+    with pytest.raises(data.DataError, match="train-images-idx3-ubyte"):
+        data.load("mnist", tmp_path)
+    make_mnist_folder(tmp_path, gz=False)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00")
+    with pytest.raises(data.DataError, match="truncated|t10k-labels"):
+        data.load("mnist", tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"garbage!")
+    with pytest.raises(data.DataError, match="magic"):
+        data.load("mnist", tmp_path)
+    with pytest.raises(data.DataError, match="data_batch_1"):
+        data.load("cifar10", tmp_path)
+    with pytest.raises(ValueError, match="`dataset`"):
+        data.load("imagenet", tmp_path)
+
+
+def test_train_entry_point_writes_the_run_folder(tmp_path):
+    make_mnist_folder(tmp_path / "mnist", n_train=300, n_test=100)
+    out = tmp_path / "run"
+    report = train.main(
+        [
+            "--model",
+            "lenet300",
+            "--data-dir",
+            str(tmp_path / "mnist"),
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--verbose",
+            "0",
+        ]
+    )
+    for name in (
+        "model.keras",
+        "history.csv",
+        "report.json",
+        "curves.png",
+        "masks.png",
+    ):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "report.json").read_text())
+    for key in (
+        "model",
+        "dataset",
+        "epochs",
+        "seed",
+        "test_error_percent",
+        "compression",
+        "per_layer_sparsity",
+        "seconds_per_epoch",
+    ):
+        assert key in saved
+    assert saved == json.loads(json.dumps(report))
+    assert set(saved["per_layer_sparsity"]) == {"fc1", "fc2", "fc3"}
+    header = (out / "history.csv").read_text().splitlines()
+    assert len(header) == 3 and "sparsity/fc1" in header[0]
+    assert "test_error" in header[0] and "compression" in header[0]
+    # The saved model re-evaluates to the reported error.
+    model = keras.models.load_model(out / "model.keras")
+    (_, _), (x_test, y_test) = data.load("mnist", tmp_path / "mnist")
+    error = 100 * np.mean(np.argmax(model.predict(x_test, verbose=0), -1) != y_test)
+    assert error == pytest.approx(saved["test_error_percent"])
+
+
+def test_train_dense_baseline_and_vgg_init_from(tmp_path):
+    make_mnist_folder(tmp_path / "mnist", n_train=100, n_test=20)
+    report = train.main(
+        [
+            "--model",
+            "lenet5",
+            "--variant",
+            "dense",
+            "--data-dir",
+            str(tmp_path / "mnist"),
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "d"),
+            "--verbose",
+            "0",
+            "--no-plots",
+        ]
+    )
+    assert report["compression"] == 1.0 and report["variant"] == "dense"
+
+    x = RNG.random((8, 32, 32, 3)).astype("float32")
+    dense = models.vgglike(sparse=False, k=0.125)
+    dense(x)
+    sparse = models.vgglike(sparse=True, k=0.125)
+    sparse(x)
+    assert train.transfer_dense_weights(dense, sparse) == 13 + 14 + 2
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(sparse.get_layer("conv5").kernel),
+        keras.ops.convert_to_numpy(dense.get_layer("conv5").kernel),
+    )
+
+
+def test_paper_learning_rate_schedules():
+    lenet300 = train.lr_schedule("lenet300", 1e-3, 200, "svd", False)
+    assert lenet300(0) == lenet300(99) == 1e-3
+    assert lenet300(150) == pytest.approx(0.5e-3)
+    lenet5 = train.lr_schedule("lenet5", 1e-3, 200, "svd", False)
+    assert lenet5(0) == 1e-3 and lenet5(100) == pytest.approx(0.5e-3)
