@@ -92,7 +92,7 @@ def save_masks(plt, path: Path, model: keras.Model) -> Path:
     conv = next((lay for lay in layers if len(lay.kernel.shape) == 4), None)
     dense = next((lay for lay in layers if len(lay.kernel.shape) == 2), None)
     panels = int(conv is not None) + int(dense is not None) * 2
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 5), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 5.4), squeeze=False)
     axes = list(axes[0])
     if conv is not None:
         w = keras.ops.convert_to_numpy(conv.kernel) * keras.ops.convert_to_numpy(
@@ -111,16 +111,24 @@ def save_masks(plt, path: Path, model: keras.Model) -> Path:
         ax = axes.pop(0)
         lim = np.nanmax(np.abs(grid)) or 1.0
         ax.imshow(grid, cmap="bwr", vmin=-lim, vmax=lim)
-        ax.set_title(f"{conv.name}: kept weights of its {cout} filters")
+        ax.set_title(f"{conv.name}: kept weights of its {cout} filters", fontsize=10)
         ax.axis("off")
     if dense is not None:
         mask = keras.ops.convert_to_numpy(dense.kernel_mask)
-        block = mask[:100, :100]
+        # The 100 consecutive inputs with the most kept weights: the first
+        # rows of an image layer are its empty border, all pruned.
+        rows = min(100, mask.shape[0])
+        kept_rows = np.concatenate([[0], np.cumsum(mask[:, :100].sum(axis=1))])
+        start = int(np.argmax(kept_rows[rows:] - kept_rows[:-rows]))
+        block = mask[start : start + rows, :100]
         ax = axes.pop(0)
-        ax.imshow(block, cmap="gray_r", interpolation="nearest")
-        ax.set_title(
-            f"{dense.name}: mask, first {block.shape[0]}x{block.shape[1]} block"
+        ax.imshow(
+            block,
+            cmap="gray_r",
+            interpolation="nearest",
+            extent=(0, block.shape[1], start + rows, start),
         )
+        ax.set_title(f"{dense.name}: mask (black = kept)", fontsize=10)
         ax.set_xlabel("output unit")
         ax.set_ylabel("input")
         ax = axes.pop(0)
@@ -128,7 +136,7 @@ def save_masks(plt, path: Path, model: keras.Model) -> Path:
         side = int(np.sqrt(per_input.size))
         if side * side == per_input.size:
             ax.imshow(per_input.reshape(side, side), cmap="viridis")
-            ax.set_title(f"{dense.name}: kept weights per input pixel")
+            ax.set_title(f"{dense.name}: kept weights per input pixel", fontsize=10)
             ax.axis("off")
         else:
             ax.bar(np.arange(per_input.size), per_input, width=1.0)
