@@ -78,7 +78,8 @@ def save_curves(plt, path: Path, history: dict) -> Path:
         ax2.set_yscale("log")
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("pruned weights, %")
-    axes[1].legend(loc="lower right", fontsize=8)
+    if layer_keys:
+        axes[1].legend(loc="lower right", fontsize=8)
     axes[1].grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
