@@ -1,0 +1,158 @@
+"""The benchmark scripts run (in --quick mode) and report what they promise.
+
+These check that the scripts do not rot: they run, write JSON with the
+expected keys and positive numbers, and the inference variants agree with the
+Sparse VD model. They measure nothing; see BENCHMARKS.md for the figures.
+"""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_sparsevd as ksvd
+from benchmarks import inference, noise, train_speed
+
+
+def _positive(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_train_speed_quick_writes_json(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert train_speed.main(["--quick", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "train_speed"
+    assert {"settings", "environment", "results"} <= set(report)
+    assert report["settings"]["batch_size"] == 100
+    results = report["results"]
+    assert {(r["model"], r["jit_compile"]) for r in results} == {
+        ("lenet300", False),
+        ("lenet300", True),
+    }
+    for r in results:
+        for key in (
+            "svd_steps_per_s",
+            "plain_steps_per_s",
+            "svd_ms_per_step",
+            "plain_ms_per_step",
+            "ratio_svd_over_plain",
+            "ratio_best_rounds",
+        ):
+            assert _positive(r[key]), (key, r[key])
+    assert "SVD/plain" in capsys.readouterr().out
+
+
+def test_train_speed_twins_have_the_same_layers():
+    svd = train_speed.build_model("vgglike", sparse=True)
+    plain = train_speed.build_model("vgglike", sparse=False)
+    assert not any(isinstance(x, keras.layers.Dropout) for x in plain.layers)
+    assert len(svd.layers) == len(plain.layers)
+    assert svd.output_shape == plain.output_shape == (None, 10)
+
+
+def test_inference_quick_writes_json(tmp_path, capsys):
+    out = tmp_path / "inference.json"
+    # An empty model folder: the synthetic model path is exercised.
+    argv = ["--quick", "--json", str(out), "--model-dir", str(tmp_path / "none")]
+    assert inference.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "inference"
+    assert {"settings", "environment", "results"} <= set(report)
+    (result,) = report["results"]
+    assert result["model"] == "lenet300"
+    assert result["source"].startswith("synthetic")
+    assert [r["variant"] for r in result["variants"]] == list(inference.VARIANTS)
+    for r in result["variants"]:
+        for key in (
+            "params",
+            "latency_ms_batch1",
+            "throughput_examples_per_s_batch100",
+            "latency_speedup_vs_svd",
+            "throughput_speedup_vs_svd",
+        ):
+            assert _positive(r[key]), (key, r[key])
+        # Every export computes the Sparse VD model's evaluation pass.
+        assert r["max_abs_diff_vs_svd_eval"] < 1e-4
+    sizes = result["bytes_on_disk"]
+    assert all(_positive(v) for v in sizes.values())
+    assert (
+        sizes["sparse .npz (compact)"] < sizes["stripped .keras"] < sizes["svd .keras"]
+    )
+    assert "svd (eval)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["lenet300", "lenet5"])
+def test_synthetic_model_has_the_planned_sparsity(name):
+    model = inference.synthetic_sparse_model(name)
+    report = ksvd.sparsity_report(model).to_dict()
+    kept = [layer["kept"] for layer in report["layers"]]
+    assert kept == [k for k, _ in inference.SYNTHETIC_PLANS[name]]
+    # The dead units make compaction shrink the model.
+    compact = ksvd.strip_sparsevd(model, compact=True)
+    assert compact.count_params() < ksvd.strip_sparsevd(model).count_params() / 3
+
+
+def test_find_trained_model_skips_other_files(tmp_path):
+    (tmp_path / "lenet300-notes.keras").write_text("not a model")
+    assert inference.find_trained_model(tmp_path, "lenet300") is None
+    assert inference.find_trained_model(tmp_path / "missing", "lenet5") is None
+
+
+@pytest.mark.parametrize(
+    "name, jit_compile",
+    [
+        ("box_muller_normal", False),
+        ("box_muller_normal", True),
+        ("box_muller_poly", False),
+        ("box_muller_poly", True),
+        ("erfinv_pair", True),
+    ],
+)
+def test_noise_generators_are_standard_normal(name, jit_compile):
+    stats = noise.check_generator(noise.GENERATORS[name], 200_000, jit_compile)
+    assert abs(stats["mean"]) < 0.01
+    assert abs(stats["variance"] - 1.0) < 0.015
+    assert abs(stats["skewness"]) < 0.03
+    assert abs(stats["excess_kurtosis"]) < 0.06
+    assert stats["ks_statistic"] < stats["ks_critical_1pct"]
+    three = stats["tails"]["P(|z|>3)"]
+    assert abs(three["observed"] - three["expected"]) < 0.0008
+    # Fresh per call (the seed generator advances inside a traced function)
+    # and no dependence between the cosine and the sine halves.
+    assert stats["fraction_equal_consecutive_calls"] < 1e-3
+    assert abs(stats["corr_consecutive_calls"]) < 0.01
+    assert abs(stats["corr_first_half_vs_second_half"]) < 0.01
+
+
+@pytest.mark.parametrize("name", sorted(noise.GENERATORS))
+def test_noise_generator_shapes(name):
+    seed = keras.random.SeedGenerator(0)
+    for shape in [(1,), (3, 5), (2, 3, 3, 1)]:
+        z = np.asarray(noise.GENERATORS[name](shape, seed))
+        assert z.shape == shape and z.dtype == np.float32
+        assert np.all(np.isfinite(z))
+
+
+def test_layer_noise_restores_keras_normal():
+    original = keras.random.normal
+    with noise.layer_noise("box_muller_normal"):
+        assert keras.random.normal is not original
+        z = keras.random.normal((4, 3), mean=1.0, stddev=0.0, dtype="float32")
+        np.testing.assert_allclose(np.asarray(z), 1.0)
+    assert keras.random.normal is original
+    with pytest.raises(ValueError, match="Unknown generator"):
+        with noise.layer_noise("nope"):
+            pass
+
+
+def test_noise_quick_writes_json(tmp_path):
+    out = tmp_path / "noise.json"
+    assert noise.main(["--quick", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "noise"
+    assert {r["generator"] for r in report["timings"]} == set(noise.GENERATORS)
+    assert all(_positive(r["ms"]) for r in report["timings"])
+    assert set(report["statistics"]) == set(noise.CHECKED)
