@@ -47,6 +47,7 @@ import numpy as np
 from keras import ops
 
 from benchmarks import common
+from keras_sparsevd.layers import base as layer_base
 
 # Noise shapes of the benchmarked models at batch 100: LeNet-5's conv1 and
 # conv2 outputs, LeNet-300-100's fc1 output.
@@ -61,47 +62,12 @@ QUICK_STATS_SAMPLES = 200_000
 
 
 def keras_normal(shape: tuple, seed: Any) -> Any:
-    """What the layers draw today: ``keras.random.normal``."""
+    """What the layers drew before Box-Muller: ``keras.random.normal``."""
     return keras.random.normal(shape, dtype="float32", seed=seed)
 
 
-def box_muller_normal(shape: tuple, seed: Any) -> Any:
-    """Standard normal float32 noise of `shape`, by the Box-Muller transform.
-
-    Draws two uniform arrays of ``ceil(size / 2)`` values each and turns each
-    pair ``(u1, u2)`` into the two independent standard normals
-    ``r * cos(t)`` and ``r * sin(t)``, ``r = sqrt(-2 log(1 - u1))``,
-    ``t = 2 pi u2``. Only ``keras.ops`` and ``keras.random``, so it runs on
-    every backend; each call advances `seed` (a `keras.random.SeedGenerator`)
-    twice, so a traced training step gets fresh noise every step.
-
-    Why two draws of the same shape and not one of twice the size: under XLA
-    on CPU, a lone stateless draw is inlined into the fusion that consumes
-    it, which then recomputes a whole Philox block per element (about 30
-    times slower than without XLA); two draws of one shape share a single
-    generator computation that XLA keeps out of line.
-
-    Args:
-        shape: the output shape; dimensions may be symbolic (TensorFlow's
-            unknown batch size).
-        seed: a `keras.random.SeedGenerator` (or an integer seed).
-
-    Returns:
-        A float32 tensor of `shape`.
-    """
-    size = 1
-    for dim in shape:
-        size = size * dim
-    half = (size + 1) // 2
-    u1 = keras.random.uniform((half,), dtype="float32", seed=seed)
-    u2 = keras.random.uniform((half,), dtype="float32", seed=seed)
-    # uniform() is in [0, 1): 1 - u1 is in (0, 1], so the log is finite and
-    # the radius is at most sqrt(2 * 23 * log 2) ~ 5.6 (float32 uniforms have
-    # 23 random bits), the same cut-off as TensorFlow's CPU normal kernel.
-    radius = ops.sqrt(-2.0 * ops.log1p(-u1))
-    angle = (2.0 * math.pi) * u2
-    pairs = ops.concatenate([radius * ops.cos(angle), radius * ops.sin(angle)])
-    return ops.reshape(pairs[:size], shape)
+# What the layers draw now (Box-Muller with two half-size uniform draws).
+box_muller_normal = layer_base.standard_normal
 
 
 def _half_size_uniforms(shape: tuple, seed: Any) -> tuple:
@@ -179,31 +145,23 @@ def layer_noise(generator: str) -> Iterator[None]:
     """Makes the Sparse VD layers draw their noise with `generator`.
 
     An experiment hook for the benchmarks, not a feature: while the context
-    is open, ``keras.random.normal`` (the public name the layers call) is
-    replaced by a wrapper around ``GENERATORS[generator]``. Keras' own code
-    (initializers, noise layers) calls its internal function and is not
-    affected. Build the models and run their first (tracing) step inside
-    the context; traced steps keep the generator they were traced with.
+    is open, ``keras_sparsevd.layers.base.standard_normal`` (the function the
+    layers call) is replaced by ``GENERATORS[generator]``. Build the models
+    and run their first (tracing) step inside the context; traced steps keep
+    the generator they were traced with.
 
     Args:
-        generator: a key of `GENERATORS`; ``"keras.random.normal"`` changes
-            nothing.
+        generator: a key of `GENERATORS`; ``"box_muller_normal"`` (the
+            layers' own) changes nothing.
     """
     if generator not in GENERATORS:
         raise ValueError(f"Unknown generator {generator!r}; have {list(GENERATORS)}.")
-    original = keras.random.normal
-    generate = GENERATORS[generator]
-
-    def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
-        noise = generate(tuple(shape), seed)
-        return ops.cast(mean + stddev * noise, dtype or keras.config.floatx())
-
-    if generator != "keras.random.normal":
-        keras.random.normal = normal
+    original = layer_base.standard_normal
+    layer_base.standard_normal = GENERATORS[generator]
     try:
         yield
     finally:
-        keras.random.normal = original
+        layer_base.standard_normal = original
 
 
 def _compiled(fn: Callable, jit_compile: bool) -> Callable:

@@ -177,7 +177,7 @@ def run(
     rounds: int = DEFAULTS["rounds"],
     round_seconds: float = DEFAULTS["round_seconds"],
     warmup_steps: int = DEFAULTS["warmup_steps"],
-    noise: str = "keras.random.normal",
+    noise: str = "box_muller_normal",
     batch_size: int = BATCH_SIZE,
 ) -> dict:
     """Runs the benchmark and returns its JSON-serialisable report.
@@ -273,7 +273,7 @@ def main(argv: list | None = None) -> int:
     )
     parser.add_argument(
         "--noise",
-        default="keras.random.normal",
+        default="box_muller_normal",
         choices=sorted(noise_lib.GENERATORS),
         help="noise generator of the SVD layers (default: what they use); "
         "others measure a proposed replacement",

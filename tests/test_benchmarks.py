@@ -136,13 +136,18 @@ def test_noise_generator_shapes(name):
         assert np.all(np.isfinite(z))
 
 
-def test_layer_noise_restores_keras_normal():
-    original = keras.random.normal
-    with noise.layer_noise("box_muller_normal"):
-        assert keras.random.normal is not original
-        z = keras.random.normal((4, 3), mean=1.0, stddev=0.0, dtype="float32")
-        np.testing.assert_allclose(np.asarray(z), 1.0)
-    assert keras.random.normal is original
+def test_layer_noise_swaps_and_restores_the_layers_generator():
+    from keras_sparsevd.layers import base
+
+    original = base.standard_normal
+    with noise.layer_noise("keras.random.normal"):
+        assert base.standard_normal is noise.keras_normal
+        layer = ksvd.DenseSVD(3, seed=0)
+        layer.build((None, 2))
+        ksvd.set_kl_weight(layer, 0.0)
+        out = layer(np.ones((4, 2), "float32"), training=True)
+        assert np.all(np.isfinite(np.asarray(out)))
+    assert base.standard_normal is original
     with pytest.raises(ValueError, match="Unknown generator"):
         with noise.layer_noise("nope"):
             pass

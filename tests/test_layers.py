@@ -217,3 +217,27 @@ def test_kl_loss_is_weighted_sum():
     assert float(keras.ops.convert_to_numpy(layer.losses[0])) == pytest.approx(
         expected, rel=1e-5
     )
+
+
+def test_noise_is_standard_normal_for_odd_and_symbolic_shapes():
+    import math
+
+    import tensorflow as tf
+
+    from keras_sparsevd.layers.base import standard_normal
+
+    seed = keras.random.SeedGenerator(7)
+    z = keras.ops.convert_to_numpy(standard_normal((401, 333), seed)).ravel()
+    assert z.shape == (401 * 333,) and z.dtype == np.float32
+    assert abs(z.mean()) < 0.01 and abs(z.var() - 1.0) < 0.02
+    # Tails and the CDF at a few points, against the normal distribution.
+    for q in (-2.0, -1.0, 0.0, 0.5, 1.5):
+        expected = 0.5 * (1 + math.erf(q / math.sqrt(2)))
+        assert abs(np.mean(z < q) - expected) < 0.004
+    # Unknown batch size inside a traced function; fresh draws every call.
+    fn = tf.function(
+        lambda x: standard_normal(keras.ops.shape(x), seed),
+        input_signature=[tf.TensorSpec((None, 3), tf.float32)],
+    )
+    a, b = fn(tf.zeros((5, 3))).numpy(), fn(tf.zeros((5, 3))).numpy()
+    assert a.shape == (5, 3) and not np.allclose(a, b)

@@ -204,9 +204,7 @@ class SparseVDLayer(keras.layers.Layer):
             variance = self._apply_kernel(
                 ops.square(inputs32), ops.exp(log_alpha) * ops.square(theta)
             )
-            noise = keras.random.normal(
-                ops.shape(variance), dtype="float32", seed=self.seed_generator
-            )
+            noise = standard_normal(ops.shape(variance), self.seed_generator)
             outputs = mean + ops.cast(
                 ops.sqrt(variance + _VARIANCE_EPSILON) * noise, compute_dtype
             )
@@ -250,6 +248,39 @@ class SparseVDLayer(keras.layers.Layer):
             }
         )
         return config
+
+
+def standard_normal(shape: tuple, seed: Any) -> Any:
+    """Standard normal float32 noise of `shape`, by the Box-Muller transform.
+
+    Two uniform draws of ceil(size / 2) values; each pair (u1, u2) gives the
+    two independent normals ``r * cos(t)`` and ``r * sin(t)`` with
+    ``r = sqrt(-2 log(1 - u1))`` and ``t = 2 pi u2``. Each call advances
+    `seed` twice, so every traced step gets fresh noise.
+
+    Not `keras.random.normal`: under XLA on CPU a lone stateless draw is
+    inlined into its consumer and recomputes a Philox block per element,
+    20-35x slower; two draws of one shape share one out-of-line generator
+    (see BENCHMARKS.md).
+
+    Args:
+        shape: the output shape; dimensions may be symbolic (unknown batch).
+        seed: a `keras.random.SeedGenerator`.
+
+    Returns:
+        A float32 tensor of `shape`.
+    """
+    size = 1
+    for dim in shape:
+        size = size * dim
+    half = (size + 1) // 2
+    u1 = keras.random.uniform((half,), dtype="float32", seed=seed)
+    u2 = keras.random.uniform((half,), dtype="float32", seed=seed)
+    # 1 - u1 is in (0, 1]: the log is finite, |z| <= about 5.6.
+    radius = ops.sqrt(-2.0 * ops.log1p(-u1))
+    angle = (2.0 * math.pi) * u2
+    pairs = ops.concatenate([radius * ops.cos(angle), radius * ops.sin(angle)])
+    return ops.reshape(pairs[:size], shape)
 
 
 def _check_threshold(threshold: Any) -> float:
