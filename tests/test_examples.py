@@ -247,3 +247,35 @@ def test_paper_learning_rate_schedules():
     assert lenet300(150) == pytest.approx(0.5e-3)
     lenet5 = train.lr_schedule("lenet5", 1e-3, 200, "svd", False)
     assert lenet5(0) == 1e-3 and lenet5(100) == pytest.approx(0.5e-3)
+
+
+def test_tfds_failure_names_the_local_folder_way_out(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(tfds, "load", offline)
+    with pytest.raises(data.DataError, match="--data-dir") as info:
+        data.load("cifar10")
+    assert data.DATA_DIR_ENV in str(info.value)
+    assert "data_batch_1" in str(info.value)
+
+
+def test_results_table_lists_runs_beside_the_paper(tmp_path):
+    from examples import results_table
+
+    report = {
+        "model": "lenet300",
+        "variant": "svd",
+        "epochs": 200,
+        "test_error_percent": 1.5,
+        "per_layer_sparsity": {"fc1": 99.0},
+        "compression": 80.0,
+        "seconds_per_epoch": 3.0,
+    }
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    table = results_table.main([str(path)])
+    assert "| LeNet-300-100 | Sparse VD | 200 | 1.50 | 99.0 | 80.0x | 1.92 |" in table
