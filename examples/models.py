@@ -99,6 +99,45 @@ def lenet5(
     )
 
 
+def channel_standardisation(images: np.ndarray) -> list:
+    """Per-channel (x - mean) / std of the training images, as a layer."""
+    mean = images.mean(axis=(0, 1, 2))
+    std = images.std(axis=(0, 1, 2))
+    return [
+        keras.layers.Normalization(
+            axis=-1, mean=mean, variance=np.square(std), name="standardise"
+        )
+    ]
+
+
+def zca_whitening(images: np.ndarray, epsilon: float = 1e-2) -> list:
+    """ZCA whitening of the training images, as built-in Keras layers.
+
+    ``(x - mean) @ W`` with ``W = U diag(1 / sqrt(s + epsilon)) U^T`` from the
+    eigendecomposition of the pixel covariance: a frozen Dense layer between
+    a Flatten and a Reshape, so the saved model whitens raw [0, 1] images.
+
+    Args:
+        images: training images (N, H, W, C), float in [0, 1].
+        epsilon: added to the eigenvalues; limits the gain on noise.
+    """
+    shape = images.shape[1:]
+    flat = images.reshape(len(images), -1).astype("float64")
+    mean = flat.mean(axis=0)
+    centred = flat - mean
+    eigval, eigvec = np.linalg.eigh(centred.T @ centred / len(flat))
+    w = (eigvec / np.sqrt(np.maximum(eigval, 0.0) + epsilon)) @ eigvec.T
+    matrix = keras.layers.Dense(flat.shape[1], trainable=False, name="zca_matrix")
+    matrix.build((None, flat.shape[1]))
+    # The mean is folded into the bias: (x - m) W = x W - m W.
+    matrix.set_weights([w.astype("float32"), (-mean @ w).astype("float32")])
+    return [
+        keras.layers.Flatten(name="zca_flatten"),
+        matrix,
+        keras.layers.Reshape(shape, name="zca_reshape"),
+    ]
+
+
 VGG_WIDTHS = (
     64,
     64,
@@ -126,8 +165,7 @@ def vgglike(
     num_classes: int = 10,
     input_shape: tuple = (32, 32, 3),
     k: float = 1.0,
-    channel_mean: np.ndarray | None = None,
-    channel_std: np.ndarray | None = None,
+    preprocessing: list | None = None,
     threshold: float = 3.0,
     log_sigma2_init: float = -15.0,
 ) -> keras.Model:
@@ -136,7 +174,8 @@ def vgglike(
     The dense baseline uses binary dropout (0.3 after the first conv of a
     block... 0.4 after the others, 0.5 before each dense layer), as the
     paper's pretrained nets did; the Sparse VD version has no dropout.
-    Inputs are standardised per channel inside the model.
+    `preprocessing` (e.g. `zca_whitening(x_train)` as in the paper, or
+    `channel_standardisation(x_train)`) goes first, inside the model.
     """
     if k <= 0:
         raise ValueError(f"`k` (width scale) must be > 0, got {k}.")
@@ -151,13 +190,7 @@ def vgglike(
     conv = ksvd.Conv2DSVD if sparse else keras.layers.Conv2D
     dense = ksvd.DenseSVD if sparse else keras.layers.Dense
     layers: list = [keras.Input(input_shape)]
-    if channel_mean is not None:
-        std = np.ones(3, "float32") if channel_std is None else channel_std
-        layers.append(
-            keras.layers.Normalization(
-                axis=-1, mean=channel_mean, variance=np.square(std), name="standardise"
-            )
-        )
+    layers += list(preprocessing or [])
     conv_index = 0
     first_in_block = True
     for item in VGG_WIDTHS:

@@ -134,9 +134,7 @@ def threshold_sweep(
     model: keras.Model, x: np.ndarray, y: np.ndarray, thresholds: list
 ) -> list:
     """Test error and compression of one trained model at several thresholds."""
-    from keras_sparsevd.kl import svd_layers
-
-    layers = svd_layers(model)
+    layers = ksvd.svd_layers(model)
     original = [layer.threshold for layer in layers]
     rows = []
     try:
@@ -201,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="initial log sigma^2 (default -10, or -15 with --init-from)",
     )
+    p.add_argument(
+        "--preprocess",
+        choices=("zca", "standardize"),
+        default="zca",
+        help="VGG-like input preprocessing, inside the model (default: the "
+        "paper's ZCA whitening)",
+    )
+    p.add_argument("--zca-epsilon", type=float, default=1e-2)
     p.add_argument("--threshold", type=float, default=3.0)
     p.add_argument(
         "--no-train-clip",
@@ -277,8 +283,11 @@ def main(argv: list | None = None) -> dict:
             num_classes=num_classes,
             input_shape=x_train.shape[1:],
             k=args.k,
-            channel_mean=x_train.mean(axis=(0, 1, 2)),
-            channel_std=x_train.std(axis=(0, 1, 2)),
+            preprocessing=(
+                models_lib.zca_whitening(x_train, args.zca_epsilon)
+                if args.preprocess == "zca"
+                else models_lib.channel_standardisation(x_train)
+            ),
             threshold=args.threshold,
             log_sigma2_init=log_sigma2,
         )

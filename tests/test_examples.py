@@ -46,8 +46,7 @@ def test_vgglike_builds_and_trains_on_cifar_shapes(classes, sparse):
         sparse=sparse,
         num_classes=classes,
         k=0.125,
-        channel_mean=x.mean((0, 1, 2)),
-        channel_std=x.std((0, 1, 2)),
+        preprocessing=models.channel_standardisation(x),
     )
     _fit_a_few_steps(model, x, y)
     assert model.output_shape == (None, classes)
@@ -279,3 +278,16 @@ def test_results_table_lists_runs_beside_the_paper(tmp_path):
     path.write_text(json.dumps(report))
     table = results_table.main([str(path)])
     assert "| LeNet-300-100 | Sparse VD | 200 | 1.50 | 99.0 | 80.0x | 1.92 |" in table
+
+
+def test_zca_whitening_whitens_and_lives_in_the_model():
+    x = RNG.random((500, 6, 6, 3)).astype("float32")
+    x[..., 1] = 0.5 * x[..., 0] + 0.5 * x[..., 1]  # correlated channels
+    pre = keras.Sequential([keras.Input((6, 6, 3))] + models.zca_whitening(x, 1e-6))
+    out = pre.predict(x, verbose=0).reshape(500, -1)
+    assert out.shape == (500, 108)
+    np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(
+        np.cov(out, rowvar=False, bias=True), np.eye(108), atol=2e-2
+    )
+    assert not pre.trainable_weights
