@@ -33,6 +33,22 @@ def row(report: dict) -> str:
     )
 
 
+def sweep_table(report: dict) -> str:
+    """Error and compression of one trained model at several thresholds."""
+    lines = [
+        f"{NAMES.get(report['model'], report['model'])}, Sparse VD:",
+        "",
+        "| threshold | error % | compression |",
+        "|---|---|---|",
+    ]
+    for point in report.get("threshold_sweep", []):
+        lines.append(
+            f"| {point['threshold']:g} | {point['test_error_percent']:.2f} | "
+            f"{point['compression']:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
 def main(paths: list) -> str:
     lines = [
         "| Network | Method | Epochs | Error % | Sparsity per layer % | Compression "
@@ -42,6 +58,9 @@ def main(paths: list) -> str:
     reports = [json.loads(Path(p).read_text()) for p in paths]
     reports.sort(key=lambda r: (r["model"], r["variant"] == "svd"))
     lines += [row(r) for r in reports]
+    for report in reports:
+        if report.get("threshold_sweep"):
+            lines += ["", sweep_table(report)]
     return "\n".join(lines)
 
 
