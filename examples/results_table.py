@@ -27,6 +27,7 @@ def row(report: dict) -> str:
     return (
         f"| {NAMES.get(report['model'], report['model'])} | "
         f"{'Sparse VD' if report['variant'] == 'svd' else 'dense'} | "
+        f"{report.get('seed', '-')} | "
         f"{report['epochs']} | {report['test_error_percent']:.2f} | "
         f"{sparsity or '-'} | {report['compression']:.1f}x | "
         f"{paper[0]} | {paper[1]} | {paper[2]} | {seconds_text} |"
@@ -36,7 +37,8 @@ def row(report: dict) -> str:
 def sweep_table(report: dict) -> str:
     """Error and compression of one trained model at several thresholds."""
     lines = [
-        f"{NAMES.get(report['model'], report['model'])}, Sparse VD:",
+        f"{NAMES.get(report['model'], report['model'])}, Sparse VD, "
+        f"seed {report.get('seed', '-')}:",
         "",
         "| threshold | error % | compression |",
         "|---|---|---|",
@@ -51,12 +53,12 @@ def sweep_table(report: dict) -> str:
 
 def main(paths: list) -> str:
     lines = [
-        "| Network | Method | Epochs | Error % | Sparsity per layer % | Compression "
-        "| Paper error % | Paper sparsity % | Paper compression | s / epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Network | Method | Seed | Epochs | Error % | Sparsity per layer % "
+        "| Compression | Paper error % | Paper sparsity % | Paper compression | s / epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     reports = [json.loads(Path(p).read_text()) for p in paths]
-    reports.sort(key=lambda r: (r["model"], r["variant"] == "svd"))
+    reports.sort(key=lambda r: (r["model"], r["variant"] == "svd", r.get("seed", 0)))
     lines += [row(r) for r in reports]
     for report in reports:
         if report.get("threshold_sweep"):

@@ -266,6 +266,7 @@ def test_results_table_lists_runs_beside_the_paper(tmp_path):
     from examples import results_table
 
     report = {
+        "seed": 3,
         "model": "lenet300",
         "variant": "svd",
         "epochs": 200,
@@ -277,7 +278,9 @@ def test_results_table_lists_runs_beside_the_paper(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(report))
     table = results_table.main([str(path)])
-    assert "| LeNet-300-100 | Sparse VD | 200 | 1.50 | 99.0 | 80.0x | 1.92 |" in table
+    assert (
+        "| LeNet-300-100 | Sparse VD | 3 | 200 | 1.50 | 99.0 | 80.0x | 1.92 |" in table
+    )
 
 
 def test_zca_whitening_whitens_and_lives_in_the_model():
