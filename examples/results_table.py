@@ -54,7 +54,8 @@ def sweep_table(report: dict) -> str:
 def main(paths: list) -> str:
     lines = [
         "| Network | Method | Seed | Epochs | Error % | Sparsity per layer % "
-        "| Compression | Paper error % | Paper sparsity % | Paper compression | s / epoch |",
+        "| Compression | Paper error % | Paper sparsity % | Paper compression "
+        "| s / epoch |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     reports = [json.loads(Path(p).read_text()) for p in paths]
