@@ -70,17 +70,6 @@ def keras_normal(shape: tuple, seed: Any) -> Any:
 box_muller_normal = layer_base.standard_normal
 
 
-def _half_size_uniforms(shape: tuple, seed: Any) -> tuple:
-    """(size, u1, u2): two uniform [0, 1) draws of ``ceil(size / 2)`` values."""
-    size = 1
-    for dim in shape:
-        size = size * dim
-    half = (size + 1) // 2
-    u1 = keras.random.uniform((half,), dtype="float32", seed=seed)
-    u2 = keras.random.uniform((half,), dtype="float32", seed=seed)
-    return size, u1, u2
-
-
 def box_muller_poly(shape: tuple, seed: Any) -> Any:
     """`box_muller_normal` with polynomial cosine and sine instead of trig ops.
 
@@ -92,7 +81,7 @@ def box_muller_poly(shape: tuple, seed: Any) -> Any:
     rotating ``(cos t, sin t)`` by the quadrant gives a point uniform on the
     circle. A comparison point: faster under XLA, a little slower without.
     """
-    size, u1, u2 = _half_size_uniforms(shape, seed)
+    size, u1, u2 = layer_base.half_size_uniforms(shape, seed)
     radius = ops.sqrt(-2.0 * ops.log1p(-u1))
     scaled = 4.0 * u2
     quadrant = ops.floor(scaled)
@@ -115,7 +104,7 @@ def inverse_cdf_pair(shape: tuple, seed: Any) -> Any:
     2^-23 grid so that ``erfinv`` never sees -1. Fast under XLA (a vectorised
     polynomial), no faster than today without it. A comparison point.
     """
-    size, u1, u2 = _half_size_uniforms(shape, seed)
+    size, u1, u2 = layer_base.half_size_uniforms(shape, seed)
     u = ops.concatenate([u1, u2])[:size] + 2.0**-24
     return ops.reshape(math.sqrt(2.0) * ops.erfinv(2.0 * u - 1.0), shape)
 

@@ -159,7 +159,10 @@ class SparseVDLayer(keras.layers.Layer):
     @property
     def kernel_mask(self) -> Any:
         """1.0 where ``log_alpha < threshold`` (kept), else 0.0; float32."""
-        return ops.cast(ops.less(self.log_alpha, self.threshold), "float32")
+        return self._mask(self.log_alpha)
+
+    def _mask(self, log_alpha: Any) -> Any:
+        return ops.cast(ops.less(log_alpha, self.threshold), "float32")
 
     def _set_kl_weight(self, value: float) -> None:
         if self.built:
@@ -185,7 +188,7 @@ class SparseVDLayer(keras.layers.Layer):
         inputs = ops.cast(inputs, compute_dtype)
         theta = ops.cast(self.kernel, "float32")
         log_alpha = self.log_alpha
-        mask = ops.cast(ops.less(log_alpha, self.threshold), "float32")
+        mask = self._mask(log_alpha)
         if training:
             if not self._kl_weight_set:
                 raise KLWeightNotSetError(
@@ -250,6 +253,22 @@ class SparseVDLayer(keras.layers.Layer):
         return config
 
 
+def half_size_uniforms(shape: tuple, seed: Any) -> tuple:
+    """``(size, u1, u2)``: two uniform [0, 1) draws of ``ceil(size / 2)`` values.
+
+    `size` is the number of elements of `shape`, whose dimensions may be
+    symbolic. Two draws of one shape, not one of twice the size: see
+    `standard_normal`.
+    """
+    size = 1
+    for dim in shape:
+        size = size * dim
+    half = (size + 1) // 2
+    u1 = keras.random.uniform((half,), dtype="float32", seed=seed)
+    u2 = keras.random.uniform((half,), dtype="float32", seed=seed)
+    return size, u1, u2
+
+
 def standard_normal(shape: tuple, seed: Any) -> Any:
     """Standard normal float32 noise of `shape`, by the Box-Muller transform.
 
@@ -270,12 +289,7 @@ def standard_normal(shape: tuple, seed: Any) -> Any:
     Returns:
         A float32 tensor of `shape`.
     """
-    size = 1
-    for dim in shape:
-        size = size * dim
-    half = (size + 1) // 2
-    u1 = keras.random.uniform((half,), dtype="float32", seed=seed)
-    u2 = keras.random.uniform((half,), dtype="float32", seed=seed)
+    size, u1, u2 = half_size_uniforms(shape, seed)
     # 1 - u1 is in (0, 1]: the log is finite, |z| <= about 5.6.
     radius = ops.sqrt(-2.0 * ops.log1p(-u1))
     angle = (2.0 * math.pi) * u2
@@ -300,11 +314,7 @@ def _check_threshold(threshold: Any) -> float:
 
 def check_positive_int(name: str, value: Any) -> int:
     """`value` as an int, or a ValueError naming the argument `name`."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int,))
-        and not (hasattr(value, "__index__"))
-    ):
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
     value = int(value)
     if value <= 0:
