@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -123,3 +124,34 @@ def write_json(path: str | os.PathLike, report: dict) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
+
+
+def save_report(path: str | os.PathLike | None, report: dict) -> None:
+    """Writes `report` to `path` (``--json``) and says so; nothing if None."""
+    if path:
+        write_json(path, report)
+        print(f"wrote {path}")
+
+
+def settings_and_models(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    defaults: dict,
+    quick: dict,
+    models: tuple,
+    quick_models: tuple,
+) -> tuple[dict, tuple]:
+    """The run settings and models chosen by ``--quick``, ``--models``,
+    ``--rounds`` and ``--round-seconds``; an unknown model is a usage error."""
+    settings = dict(quick if args.quick else defaults)
+    chosen = quick_models if args.quick else models
+    if args.models:
+        chosen = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        unknown = sorted(set(chosen) - set(models))
+        if unknown:
+            parser.error(f"unknown models {unknown}; choose from {models}")
+    if args.rounds is not None:
+        settings["rounds"] = max(1, args.rounds)
+    if args.round_seconds is not None:
+        settings["round_seconds"] = args.round_seconds
+    return settings, chosen

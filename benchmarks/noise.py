@@ -414,9 +414,7 @@ def main(argv: list | None = None) -> int:
         report = run()
     print(tables(report))
     print(f"\n{report['elapsed_s']:.0f} s")
-    if args.json:
-        common.write_json(args.json, report)
-        print(f"wrote {args.json}")
+    common.save_report(args.json, report)
     return 0
 
 

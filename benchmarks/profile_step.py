@@ -322,9 +322,7 @@ def main(argv: list | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args.model, max(1, args.steps), args.batch_size, args.noise)
     print(tables(report))
-    if args.json:
-        common.write_json(args.json, report)
-        print(f"wrote {args.json}")
+    common.save_report(args.json, report)
     return 0
 
 

@@ -282,17 +282,9 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--round-seconds", type=float, default=None)
     args = parser.parse_args(argv)
-    settings = dict(QUICK if args.quick else DEFAULTS)
-    models = QUICK_MODELS if args.quick else MODELS
-    if args.models:
-        models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-        unknown = sorted(set(models) - set(MODELS))
-        if unknown:
-            parser.error(f"unknown models {unknown}; choose from {MODELS}")
-    if args.rounds is not None:
-        settings["rounds"] = max(1, args.rounds)
-    if args.round_seconds is not None:
-        settings["round_seconds"] = args.round_seconds
+    settings, models = common.settings_and_models(
+        parser, args, DEFAULTS, QUICK, MODELS, QUICK_MODELS
+    )
     report = run(models, noise=args.noise, batch_size=args.batch_size, **settings)
     print(table(report))
     env = report["environment"]
@@ -303,9 +295,7 @@ def main(argv: list | None = None) -> int:
         f"{report['elapsed_s']:.0f} s. SVD/plain: median per-round ratio of "
         f"step times. SVD layers' noise: {args.noise}."
     )
-    if args.json:
-        common.write_json(args.json, report)
-        print(f"wrote {args.json}")
+    common.save_report(args.json, report)
     return 0
 
 
