@@ -130,6 +130,12 @@ def hardware() -> dict:
     }
 
 
+def test_error_percent(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    """Percent of `x` whose argmax prediction is not `y` (evaluation mode)."""
+    logits = model.predict(x, batch_size=1000, verbose=0)
+    return 100.0 * float(np.mean(np.argmax(logits, -1) != y))
+
+
 def threshold_sweep(
     model: keras.Model, x: np.ndarray, y: np.ndarray, thresholds: list
 ) -> list:
@@ -142,8 +148,7 @@ def threshold_sweep(
             for layer in layers:
                 layer.threshold = float(t)
             model.predict_function = None  # the threshold is traced as a constant
-            logits = model.predict(x, batch_size=1000, verbose=0)
-            error = 100.0 * float(np.mean(np.argmax(logits, -1) != y))
+            error = test_error_percent(model, x, y)
             report = ksvd.sparsity_report(model)
             rows.append(
                 {
@@ -339,8 +344,7 @@ def main(argv: list | None = None) -> dict:
     wall = time.perf_counter() - started
 
     model.save(out / "model.keras")
-    logits = model.predict(x_test, batch_size=1000, verbose=0)
-    test_error = 100.0 * float(np.mean(np.argmax(logits, -1) != y_test))
+    test_error = test_error_percent(model, x_test, y_test)
 
     history = plots.read_history(out / "history.csv")
     seconds = history.get("epoch_seconds", [])
