@@ -267,6 +267,7 @@ def test_strip_errors():
 _SERVE_SCRIPT = textwrap.dedent(
     """
     import importlib.abc
+    import os
     import sys
 
     class Blocker(importlib.abc.MetaPathFinder):
@@ -277,7 +278,10 @@ _SERVE_SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, Blocker())
     repo, saved_model, keras_file, x_path, y_path = sys.argv[1:]
-    sys.path = [p for p in sys.path if p and not p.startswith(repo)]
+    # Drop the source checkout itself, not folders inside it: the README's
+    # virtual environment lives in repo/.venv.
+    root = os.path.realpath(repo)
+    sys.path = [p for p in sys.path if p and os.path.realpath(p) != root]
     try:
         import keras_sparsevd  # noqa: F401
     except ModuleNotFoundError:
