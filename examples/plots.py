@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_sparsevd.kl import svd_layers
+from keras_sparsevd.model_helpers import svd_layers
 
 
 def read_history(path: Path) -> dict:

@@ -196,13 +196,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init-from",
         default=None,
-        help="dense .keras checkpoint to start a Sparse VD VGG-like from",
+        help="trained dense .keras model to start the Sparse VD net from: the "
+        "LeNets are converted with keras_sparsevd.sparsify, the VGG-like's "
+        "weights are copied by layer name",
     )
     p.add_argument(
         "--log-sigma2-init",
         type=float,
         default=None,
-        help="initial log sigma^2 (default -10, or -15 with --init-from)",
+        help="initial log sigma^2 (default -10; -15 for VGG-like with --init-from)",
+    )
+    p.add_argument(
+        "--kl-warmup",
+        type=int,
+        nargs=2,
+        metavar=("START", "END"),
+        default=(5, 20),
+        help="KL weight 0 before epoch START, linear to 1 at END (default: "
+        "the paper's 5 20)",
     )
     p.add_argument(
         "--preprocess",
@@ -243,8 +254,8 @@ def main(argv: list | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.epochs <= 0:
         raise SystemExit("--epochs must be positive")
-    if args.init_from and not (args.model == "vgglike" and args.variant == "svd"):
-        raise SystemExit("--init-from applies to --model vgglike --variant svd only")
+    if args.init_from and args.variant != "svd":
+        raise SystemExit("--init-from applies to --variant svd only")
     if args.model in ("lenet300", "lenet5") and args.dataset != "mnist":
         raise SystemExit(f"--model {args.model} is for --dataset mnist")
     keras.utils.set_random_seed(args.seed)
@@ -269,7 +280,17 @@ def main(argv: list | None = None) -> dict:
     sparse = args.variant == "svd"
     pretrained = bool(args.init_from)
 
-    if args.model in ("lenet300", "lenet5"):
+    if args.model in ("lenet300", "lenet5") and pretrained:
+        # The user's route: a trained Keras model, converted in one call.
+        model = ksvd.sparsify(
+            keras.models.load_model(args.init_from),
+            threshold=args.threshold,
+            log_sigma2_initializer=(
+                -10.0 if args.log_sigma2_init is None else args.log_sigma2_init
+            ),
+            train_clip=not args.no_train_clip,
+        )
+    elif args.model in ("lenet300", "lenet5"):
         mean_image = None if args.no_mean_image else x_train.mean(axis=0)
         model = models_lib.BUILDERS[args.model](
             sparse=sparse,
@@ -322,7 +343,11 @@ def main(argv: list | None = None) -> dict:
     ]
     if sparse:
         callbacks += [
-            ksvd.KLScheduler(num_train_examples=n_train),
+            ksvd.KLScheduler(
+                num_train_examples=n_train,
+                start_epoch=args.kl_warmup[0],
+                end_epoch=args.kl_warmup[1],
+            ),
             ksvd.SparsityLogger(),
         ]
     callbacks += [
@@ -331,6 +356,8 @@ def main(argv: list | None = None) -> dict:
             str(out / "history.csv"), append=(out / "backup").exists()
         ),
     ]
+    # With --init-from: the converted model's error before any fine-tuning.
+    start_error = test_error_percent(model, x_test, y_test) if pretrained else None
     started = time.perf_counter()
     model.fit(
         x_train,
@@ -358,6 +385,7 @@ def main(argv: list | None = None) -> dict:
         "base_lr": base_lr,
         "train_examples": n_train,
         "test_error_percent": test_error,
+        "test_error_percent_at_start": start_error,
         "compression": 1.0,
         "per_layer_sparsity": {},
         "seconds_per_epoch": float(np.median(seconds)) if seconds else None,

@@ -12,29 +12,58 @@ from keras_sparsevd.export import (
     size_report,
     strip_sparsevd,
 )
-from keras_sparsevd.kl import get_kl_weight, kl_divergence, set_kl_weight, svd_layers
+from keras_sparsevd.kl import kl_divergence
 from keras_sparsevd.layers import (
     BaseConvSVD,
+    BaseConvTransposeSVD,
+    BaseDepthwiseConvSVD,
+    BaseSeparableConvSVD,
     Conv1DSVD,
+    Conv1DTransposeSVD,
     Conv2DSVD,
+    Conv2DTransposeSVD,
     Conv3DSVD,
+    Conv3DTransposeSVD,
     DenseSVD,
+    DepthwiseConv1DSVD,
+    DepthwiseConv2DSVD,
+    EinsumDenseSVD,
+    EmbeddingSVD,
     KLWeightNotSetError,
+    MultiHeadAttentionSVD,
+    SeparableConv1DSVD,
+    SeparableConv2DSVD,
     SparseVDLayer,
 )
+from keras_sparsevd.model_helpers import get_kl_weight, set_kl_weight, svd_layers
+from keras_sparsevd.registry import register_layer_pair
 from keras_sparsevd.report import LayerSparsity, SparsityReport, sparsity_report
+from keras_sparsevd.sparsify import sparsify
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BaseConvSVD",
+    "BaseConvTransposeSVD",
+    "BaseDepthwiseConvSVD",
+    "BaseSeparableConvSVD",
     "Conv1DSVD",
+    "Conv1DTransposeSVD",
     "Conv2DSVD",
+    "Conv2DTransposeSVD",
     "Conv3DSVD",
+    "Conv3DTransposeSVD",
     "DenseSVD",
+    "DepthwiseConv1DSVD",
+    "DepthwiseConv2DSVD",
+    "EinsumDenseSVD",
+    "EmbeddingSVD",
     "KLScheduler",
     "KLWeightNotSetError",
     "LayerSparsity",
+    "MultiHeadAttentionSVD",
+    "SeparableConv1DSVD",
+    "SeparableConv2DSVD",
     "SizeEntry",
     "SizeReport",
     "SparseVDLayer",
@@ -46,10 +75,12 @@ __all__ = [
     "get_kl_weight",
     "kl_divergence",
     "load_sparse",
+    "register_layer_pair",
     "save_sparse",
     "set_kl_weight",
     "size_report",
+    "sparsify",
     "sparsity_report",
-    "svd_layers",
     "strip_sparsevd",
+    "svd_layers",
 ]

@@ -6,7 +6,7 @@ from typing import Any
 
 import keras
 
-from keras_sparsevd.kl import set_kl_weight
+from keras_sparsevd.model_helpers import set_kl_weight
 from keras_sparsevd.report import sparsity_report
 
 

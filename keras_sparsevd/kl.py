@@ -1,10 +1,14 @@
-"""The KL term of Sparse Variational Dropout and the per-model KL weight."""
+"""The KL term of Sparse Variational Dropout: the maths, nothing else.
+
+Model-level helpers (finding the layers, setting their KL weight) live in
+`keras_sparsevd.model_helpers`, so that the layers can import this module
+and nothing here imports the layers.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import keras
 from keras import ops
 
 # Molchanov et al. (2017), eq. 14: a fit of -KL(q || log-uniform prior).
@@ -41,71 +45,3 @@ def kl_divergence(log_alpha: Any) -> Any:
     log_alpha = ops.cast(log_alpha, "float32")
     # softplus(-x) == log1p(exp(-x)), without overflow for very negative x.
     return K1 - K1 * ops.sigmoid(K2 + K3 * log_alpha) + 0.5 * ops.softplus(-log_alpha)
-
-
-def svd_layers(model: keras.layers.Layer) -> list:
-    """All Sparse VD layers of a model, nested models included, in order."""
-    from keras_sparsevd.layers.base import SparseVDLayer
-
-    if isinstance(model, SparseVDLayer):
-        return [model]
-    found = []
-    seen = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, SparseVDLayer) and id(layer) not in seen:
-            seen.add(id(layer))
-            found.append(layer)
-    return found
-
-
-def set_kl_weight(model: keras.layers.Layer, value: float) -> None:
-    """Sets the KL weight of every Sparse VD layer of `model`.
-
-    The loss each layer adds is ``value * sum(KL)``. With Keras losses being
-    means over the batch, the paper's objective needs ``value = rw / N``:
-    the warm-up factor ``rw`` (0 to 1) over the training-set size ``N``.
-    `KLScheduler` does this for `model.fit`; use this function in custom
-    training loops. It takes effect in already-compiled train functions.
-
-    Args:
-        model: a Keras model or layer containing Sparse VD layers.
-        value: the KL weight, a finite number >= 0.
-
-    Raises:
-        ValueError: if `value` is negative or not finite, or `model` holds no
-            Sparse VD layer.
-    """
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`value` must be a number (rw / num_train_examples), got {value!r}."
-        ) from None
-    if not value >= 0.0 or value == float("inf"):
-        raise ValueError(
-            f"`value` must be a finite number >= 0 (rw / num_train_examples), "
-            f"got {value}."
-        )
-    layers = svd_layers(model)
-    if not layers:
-        raise ValueError(
-            f"`model` ({getattr(model, 'name', model)!r}) contains no Sparse VD "
-            "layer (DenseSVD, Conv1DSVD, Conv2DSVD, Conv3DSVD): there is no KL "
-            "weight to set."
-        )
-    was_unset = any(not layer._kl_weight_set for layer in layers)
-    for layer in layers:
-        layer._set_kl_weight(value)
-    if was_unset and getattr(model, "train_function", None) is not None:
-        # A train function whose first trace stopped at the "KL weight never
-        # set" error cannot be traced again (TF refuses to create the
-        # optimizer's variables on a second trace): start a fresh one.
-        model.make_train_function(force=True)
-
-
-def get_kl_weight(model: keras.layers.Layer) -> float | None:
-    """The KL weight of the first Sparse VD layer of `model`, or None if unset."""
-    layers = svd_layers(model)
-    if not layers:
-        return None
-    return layers[0]._get_kl_weight()

@@ -8,7 +8,7 @@ import math
 import keras
 import numpy as np
 
-from keras_sparsevd.kl import svd_layers
+from keras_sparsevd.model_helpers import no_svd_layer_error, report_name, svd_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,10 +132,7 @@ def sparsity_report(model: keras.layers.Layer) -> SparsityReport:
     """
     layers = svd_layers(model)
     if not layers:
-        raise ValueError(
-            f"`model` ({getattr(model, 'name', model)!r}) contains no Sparse VD "
-            "layer (DenseSVD, Conv1DSVD, Conv2DSVD, Conv3DSVD)."
-        )
+        raise no_svd_layer_error(model, "there is no sparsity to report")
     rows = []
     for layer in layers:
         if not layer.built:
@@ -143,13 +140,13 @@ def sparsity_report(model: keras.layers.Layer) -> SparsityReport:
                 f"Layer {layer.name!r} is not built yet: call the model on data "
                 "(or build it with an input shape) before asking for its sparsity."
             )
-        mask = keras.ops.convert_to_numpy(layer.kernel_mask)
+        masks = [keras.ops.convert_to_numpy(m) for m in layer.kernel_masks.values()]
         rows.append(
             LayerSparsity(
-                name=layer.name,
+                name=report_name(layer),
                 class_name=type(layer).__name__,
-                weights=int(mask.size),
-                kept=int(np.count_nonzero(mask)),
+                weights=sum(int(mask.size) for mask in masks),
+                kept=sum(int(np.count_nonzero(mask)) for mask in masks),
             )
         )
     return SparsityReport(layers=tuple(rows))

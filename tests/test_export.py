@@ -17,7 +17,7 @@ from keras_sparsevd.export.sparse_format import (
     encode_array,
     encode_deltas,
 )
-from keras_sparsevd.kl import svd_layers
+from keras_sparsevd.model_helpers import svd_layers
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-5
@@ -247,7 +247,7 @@ def test_strip_errors():
     subclassed = _Subclassed()
     subclassed(np.zeros((1, 4), "float32"))
     with pytest.raises(
-        ValueError, match="subclassed.*Rebuild it as a keras.Sequential"
+        ValueError, match="subclassed.*rebuild it as a keras.Sequential"
     ):
         ksvd.strip_sparsevd(subclassed)
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])

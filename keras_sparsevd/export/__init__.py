@@ -9,10 +9,9 @@
   command line.
 """
 
-from keras_sparsevd.export.compact import compact_model
 from keras_sparsevd.export.sizes import SizeEntry, SizeReport, size_report
 from keras_sparsevd.export.sparse_format import load_sparse, save_sparse
-from keras_sparsevd.export.strip import strip_sparsevd
+from keras_sparsevd.export.strip import compact_model, strip_sparsevd
 from keras_sparsevd.export.tflite import TFLiteNotSupportedError, export_tflite
 
 __all__ = [

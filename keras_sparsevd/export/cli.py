@@ -20,6 +20,8 @@ Everything is written to a temporary folder first, so a failed export leaves
 OUT_DIR as it was. An existing OUT_DIR is refused unless ``--overwrite`` is
 given, which replaces only the files above and leaves others alone. Bad
 input gives a one-line error and exit status 2; a failed export, status 1.
+An export whose predictions differ from the Sparse VD model's (on 8 random
+inputs) is a failed export: nothing is written.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from keras_sparsevd.export.sizes import (
 )
 from keras_sparsevd.export.strip import strip_sparsevd
 from keras_sparsevd.export.tflite import TFLiteNotSupportedError, export_tflite
-from keras_sparsevd.kl import svd_layers
+from keras_sparsevd.model_helpers import svd_layers
 from keras_sparsevd.report import sparsity_report
 
 PROG = "python -m keras_sparsevd.export"
@@ -87,7 +89,14 @@ def main(argv: list | None = None) -> int:
         print()
         print(_compaction_summary(model, stripped))
     print()
-    print(_prediction_check(model, stripped))
+    verdict, matches = _prediction_check(model, stripped)
+    print(verdict)
+    if not matches:
+        return _fail(
+            "the exported model does not reproduce the Sparse VD model's "
+            "predictions; nothing was written.",
+            1,
+        )
     try:
         report, written = _export(model, stripped, args, formats)
     except Exception as error:
@@ -192,8 +201,8 @@ def _load(model_path: str) -> keras.Model:
         raise UsageError(f"{model_path} holds a {type(model).__name__}, not a model.")
     if not svd_layers(model):
         raise UsageError(
-            f"{model_path} has no Sparse VD layer (DenseSVD, Conv1DSVD, Conv2DSVD, "
-            "Conv3DSVD): there is nothing to strip; export it with Keras directly."
+            f"{model_path} has no Sparse VD layer: there is nothing to strip; "
+            "export it with Keras directly."
         )
     return model
 
@@ -217,17 +226,33 @@ def _widths(model: keras.Model) -> dict:
     return widths
 
 
-def _prediction_check(model: keras.Model, stripped: keras.Model) -> str:
-    """Compares both models on random inputs, where the input is one tensor."""
+def _prediction_check(model: keras.Model, stripped: keras.Model) -> tuple:
+    """Compares both models on random inputs, where the input is one tensor.
+
+    Returns the line to print and whether the predictions match (True when
+    the check cannot run).
+    """
     if len(model.inputs) != 1 or None in tuple(model.inputs[0].shape)[1:]:
-        return "prediction check: skipped (not a single input of known shape)."
-    shape = (8,) + tuple(model.inputs[0].shape)[1:]
-    x = np.random.default_rng(0).random(shape).astype("float32")
-    diff = np.max(np.abs(model.predict(x, verbose=0) - stripped.predict(x, verbose=0)))
-    verdict = "match" if diff <= 1e-4 else "DIFFER"
+        return "prediction check: skipped (not a single input of known shape).", True
+    spec = model.inputs[0]
+    shape = (8,) + tuple(spec.shape)[1:]
+    rng = np.random.default_rng(0)
+    if "int" in str(spec.dtype):
+        x = rng.integers(0, 2, shape).astype(str(spec.dtype))
+    else:
+        x = rng.random(shape).astype("float32")
+    diff = np.max(
+        np.abs(
+            np.asarray(model.predict(x, verbose=0))
+            - np.asarray(stripped.predict(x, verbose=0))
+        )
+    )
+    matches = bool(diff <= 1e-4)
+    verdict = "match" if matches else "DIFFER"
     return (
         f"prediction check: exported and Sparse VD model {verdict} on 8 random "
-        f"inputs (max abs difference {diff:.2e})."
+        f"inputs (max abs difference {diff:.2e}).",
+        matches,
     )
 
 

@@ -1,4 +1,4 @@
-"""`compact_model`: removes the units and filters that pruning left dead.
+"""`compact_plain`: removes the units and filters that pruning left dead.
 
 Unstructured sparsity leaves the dense kernels their full size. But when all
 incoming weights of a unit are pruned, the unit outputs a constant, and when
@@ -15,13 +15,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_sparsevd.export.strip import (
-    _clone_from_config,
+from keras_sparsevd.export.cloning import (
+    check_graph_model,
+    clone_from_config,
     is_graph_model,
-    strip_sparsevd,
     uncompiled,
 )
-from keras_sparsevd.kl import svd_layers
+from keras_sparsevd.model_helpers import svd_layers
 
 _DENSE = keras.layers.Dense
 _CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
@@ -88,7 +88,7 @@ _ELEMENTWISE_ACTIVATIONS = frozenset(
 )
 
 
-def compact_model(model: keras.Model) -> keras.Model:
+def compact_plain(model: keras.Model) -> keras.Model:
     """A smaller plain model without the units and filters pruning left dead.
 
     Works on pairs of consecutive prunable layers P -> Q (`keras.layers.Dense`
@@ -127,10 +127,10 @@ def compact_model(model: keras.Model) -> keras.Model:
     models are compacted inside, keeping their own inputs and outputs.
 
     Args:
-        model: a built Sequential model, or a functional model whose layers
-            form one chain (one input, one output, no branches, no shared
-            layers). A model with Sparse VD layers is stripped first
-            (`strip_sparsevd`).
+        model: a built plain Sequential model, or a functional model whose
+            layers form one chain (one input, one output, no branches, no
+            shared layers). `keras_sparsevd.compact_model` strips a Sparse
+            VD model first and then calls this.
 
     Returns:
         A new, uncompiled model of the same kind, with the same name,
@@ -140,24 +140,17 @@ def compact_model(model: keras.Model) -> keras.Model:
     Raises:
         ValueError: if `model` is subclassed, not built, or a functional
             model that is not a single chain (several inputs or outputs,
-            branches, merges, shared layers). Use ``compact=False`` for those.
+            branches, merges, shared layers), or holds Sparse VD layers.
 
     Example:
 
-    >>> small = compact_model(strip_sparsevd(model))  # doctest: +SKIP
+    >>> small = compact_plain(strip_sparsevd(model))  # doctest: +SKIP
     """
-    if not isinstance(model, keras.Model) or not is_graph_model(model):
-        raise ValueError(
-            f"compact_model needs a keras.Sequential or functional keras.Model, "
-            f"got {type(model).__name__}. Rebuild a subclassed model as one of "
-            "those, or export it without compaction."
-        )
+    check_graph_model(model, "compact")
     if svd_layers(model):
-        return strip_sparsevd(model, compact=True)
-    if not model.built:
         raise ValueError(
-            f"Model {model.name!r} is not built: start it with a "
-            "`keras.Input(shape)` or call it on a batch of data first."
+            f"Model {model.name!r} holds Sparse VD layers: strip them first, or "
+            "call keras_sparsevd.compact_model, which does both."
         )
     chain = _chain(model)
     shapes = _output_shapes(chain, tuple(model.inputs[0].shape))
@@ -465,7 +458,7 @@ def _rebuild(model: keras.Model, units: list) -> keras.Model:
         if id(layer) in configs:
             new = layer.__class__.from_config(configs[id(layer)])
         else:
-            new = _clone_from_config(layer)
+            new = clone_from_config(layer)
         pairs.append((layer, new))
         return new
 
@@ -477,7 +470,7 @@ def _rebuild(model: keras.Model, units: list) -> keras.Model:
 
 def _compact_nested(model: keras.Model) -> keras.Model:
     try:
-        return compact_model(model)
+        return compact_plain(model)
     except ValueError as error:
         warnings.warn(
             f"Not compacting inside nested model {model.name!r}: {error}",

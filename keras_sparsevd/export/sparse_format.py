@@ -44,6 +44,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_sparsevd.export.strip import strip_sparsevd
+from keras_sparsevd.model_helpers import svd_layers
+
 FORMAT_NAME = "keras_sparsevd.sparse"
 FORMAT_VERSION = 1
 _VALUES_DTYPES = ("float32", "float16")
@@ -78,9 +81,6 @@ def save_sparse(
         raise ValueError(
             f"`values_dtype` must be one of {_VALUES_DTYPES}, got {values_dtype!r}."
         )
-    from keras_sparsevd.export.strip import strip_sparsevd
-    from keras_sparsevd.kl import svd_layers
-
     if svd_layers(model):
         model = strip_sparsevd(model)
     arrays: dict = {}

@@ -1,91 +1,60 @@
-"""`strip_sparsevd`: a Sparse VD model as a plain Keras model."""
+"""Plain Keras models from Sparse VD ones: `strip_sparsevd`, `compact_model`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import keras
-import numpy as np
 
-from keras_sparsevd.kl import svd_layers
-from keras_sparsevd.layers.base import SparseVDLayer
-from keras_sparsevd.layers.conv import BaseConvSVD
-from keras_sparsevd.layers.dense import DenseSVD
-
-# Constructor arguments shared by Sparse VD layers and their Keras
-# counterparts. Whitelisted rather than "config minus the Sparse VD keys" so
-# that a new Sparse VD option never reaches `keras.layers.Dense` by mistake.
-_COMMON_ARGS = (
-    "name",
-    "trainable",
-    "dtype",
-    "activation",
-    "use_bias",
-    "kernel_initializer",
-    "bias_initializer",
-    "kernel_regularizer",
-    "bias_regularizer",
-    "activity_regularizer",
-    "kernel_constraint",
-    "bias_constraint",
+from keras_sparsevd import registry
+from keras_sparsevd.export.cloning import (
+    check_built,
+    check_graph_model,
+    clone_from_config,
+    is_graph_model,
+    uncompiled,
 )
-_CONV_ARGS = (
-    "filters",
-    "kernel_size",
-    "strides",
-    "padding",
-    "data_format",
-    "dilation_rate",
-)
-_PLAIN_CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
+from keras_sparsevd.export.compact import compact_plain
+from keras_sparsevd.model_helpers import no_svd_layer_error, svd_layers
 
 
-def is_graph_model(model: Any) -> bool:
-    """Whether `model` is a Sequential or functional model (not subclassed)."""
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
-
-
-def plain_layer(layer: SparseVDLayer) -> keras.layers.Layer:
+def plain_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     """The plain Keras layer that computes what `layer` computes at inference.
 
     The new layer is not built and has no weights yet.
 
     Args:
-        layer: a `DenseSVD` or `Conv1DSVD` / `Conv2DSVD` / `Conv3DSVD`.
+        layer: a Sparse VD layer of a registered class (`DenseSVD`,
+            `Conv2DSVD`, `MultiHeadAttentionSVD`, ...).
 
     Returns:
-        A `keras.layers.Dense` or `keras.layers.ConvND` with the same name,
-        units or filters, kernel size, strides, padding, data format,
-        dilation, activation, bias use, dtype policy, initializers,
-        regularizers and constraints.
+        Its Keras counterpart (`keras.layers.Dense`, `keras.layers.Conv2D`,
+        ...) with the same name and config, less the Sparse VD options.
 
     Raises:
-        TypeError: if `layer` is a Sparse VD layer of an unknown kind.
+        ValueError: if `layer`'s exact class is not registered, e.g. a
+            user's subclass of `DenseSVD`.
     """
-    config = layer.get_config()
-    kwargs = {key: config[key] for key in _COMMON_ARGS if key in config}
-    if isinstance(layer, DenseSVD):
-        return keras.layers.Dense(units=layer.units, **kwargs)
-    if isinstance(layer, BaseConvSVD):
-        kwargs.update({key: config[key] for key in _CONV_ARGS})
-        return _PLAIN_CONV[layer.rank](**kwargs)
-    raise TypeError(
-        f"Don't know the plain Keras counterpart of {type(layer).__name__} "
-        f"{layer.name!r}: only DenseSVD and Conv1D/2D/3DSVD can be stripped."
+    pair = registry.pair_for_sparse(layer)
+    if pair is None:
+        raise unregistered_sparse_error(layer)
+    return pair.plain.from_config(registry.plain_config(layer))
+
+
+def unregistered_sparse_error(layer: keras.layers.Layer) -> ValueError:
+    base = registry.unregistered_base(layer, "sparse")
+    why = (
+        f"it subclasses {base.__name__}, but its `call` may compute something "
+        f"else, so it is not exported as {base.__name__}'s Keras counterpart"
+        if base is not None
+        else "no plain Keras counterpart is registered for it"
     )
-
-
-def masked_kernel(layer: SparseVDLayer) -> np.ndarray:
-    """``kernel * kernel_mask`` of `layer` as float32 numpy, pruned weights +0.0.
-
-    ``np.where`` rather than a product: a negative theta times a 0 mask is
-    -0.0, whose bit pattern compresses worse and is not "exactly 0" in bytes.
-    """
-    kernel = keras.ops.convert_to_numpy(keras.ops.cast(layer.kernel, "float32"))
-    mask = keras.ops.convert_to_numpy(layer.kernel_mask)
-    return np.where(mask > 0, kernel, np.float32(0.0)).astype("float32")
+    return ValueError(
+        f"Cannot strip layer {layer.name!r} ({type(layer).__name__}): {why}. "
+        "Register its counterpart with "
+        "`keras_sparsevd.register_layer_pair(PlainClass, "
+        f"{type(layer).__name__})`."
+    )
 
 
 def strip_sparsevd(model: keras.Model, compact: bool = False) -> keras.Model:
@@ -93,9 +62,11 @@ def strip_sparsevd(model: keras.Model, compact: bool = False) -> keras.Model:
 
     Every Sparse VD layer, also inside nested Sequential or functional
     models, becomes its Keras counterpart (`DenseSVD` -> `keras.layers.Dense`,
-    `ConvNDSVD` -> `keras.layers.ConvND`, same name and hyperparameters) with
-    kernel ``kernel * kernel_mask`` (pruned weights exactly 0) and the same
-    bias; ``log_sigma2`` and the KL weight are dropped. Every other layer
+    `Conv2DSVD` -> `keras.layers.Conv2D`, `MultiHeadAttentionSVD` ->
+    `keras.layers.MultiHeadAttention`, ...: the pairs of
+    `keras_sparsevd.registry`, matched by exact class) with each kernel
+    ``theta * mask`` (pruned weights exactly 0) and the same bias;
+    ``log_sigma2`` and the KL weight are dropped. Every other layer
     (BatchNormalization, pooling, Rescaling, Normalization, custom layers)
     is re-created from its config and gets a copy of its weights. The
     predictions equal the Sparse VD model's ``training=False`` predictions,
@@ -110,8 +81,7 @@ def strip_sparsevd(model: keras.Model, compact: bool = False) -> keras.Model:
         model: a built Sequential or functional Keras model holding Sparse VD
             layers.
         compact: if True, also remove units and filters that are dead after
-            pruning, with `keras_sparsevd.export.compact_model`; the
-            predictions stay the same.
+            pruning (see `compact_model`); the predictions stay the same.
 
     Returns:
         A new, built, uncompiled Keras model of the same class (Sequential or
@@ -119,8 +89,9 @@ def strip_sparsevd(model: keras.Model, compact: bool = False) -> keras.Model:
 
     Raises:
         ValueError: if `model` is a subclassed model (it cannot be cloned
-            layer by layer), is not built, holds no Sparse VD layer, or holds
-            a layer that cannot be re-created from its config.
+            layer by layer), is not built, holds no Sparse VD layer, holds a
+            Sparse VD layer of an unregistered class (a user's subclass of
+            `DenseSVD`), or a layer that cannot be re-created from its config.
 
     Example:
 
@@ -131,10 +102,10 @@ def strip_sparsevd(model: keras.Model, compact: bool = False) -> keras.Model:
     pairs: list = []
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if isinstance(layer, SparseVDLayer):
+        if registry.is_sparse(layer):
             new = plain_layer(layer)
         else:
-            new = _clone_from_config(layer)
+            new = clone_from_config(layer)
         pairs.append((layer, new))
         return new
 
@@ -142,50 +113,67 @@ def strip_sparsevd(model: keras.Model, compact: bool = False) -> keras.Model:
         model, clone_function=clone_layer, recursive=True
     )
     stripped = uncompiled(stripped)
+    check_built(pairs)
     for old, new in pairs:
-        if not new.built:
-            raise ValueError(
-                f"Layer {new.name!r} of the stripped model was not built while "
-                "re-creating the model, so its weights cannot be copied. Give "
-                "the model a `keras.Input` with a full shape."
-            )
-        if isinstance(old, SparseVDLayer):
-            new.kernel.assign(masked_kernel(old))
-            if old.use_bias:
-                new.bias.assign(keras.ops.convert_to_numpy(old.bias))
+        if registry.is_sparse(old):
+            registry.copy_to_plain(old, new)
         else:
             new.set_weights(old.get_weights())
+    left = svd_layers(stripped)
+    if left:
+        raise ValueError(
+            f"Layer {left[0].name!r} ({type(left[0]).__name__}) is still a Sparse "
+            "VD layer after stripping: it sits inside a custom layer, which is "
+            "re-created from its config. Build that layer from plain Keras "
+            "layers for export, or register a pair for it with "
+            "`keras_sparsevd.register_layer_pair`."
+        )
     if compact:
-        from keras_sparsevd.export.compact import compact_model
-
-        stripped = compact_model(stripped)
+        stripped = compact_plain(stripped)
     return stripped
+
+
+def compact_model(model: keras.Model) -> keras.Model:
+    """A smaller plain model without the units and filters pruning left dead.
+
+    A model with Sparse VD layers is stripped first (`strip_sparsevd`); then
+    each pair of consecutive Dense/Conv layers loses the units or filters
+    that feed nothing or output a constant (see
+    `keras_sparsevd.export.compact.compact_plain` for the exact rules and
+    what is left as it is, with a warning).
+
+    Args:
+        model: a built Sequential model, or a functional model whose layers
+            form one chain; plain or Sparse VD.
+
+    Returns:
+        A new, uncompiled model of the same kind, with the same name,
+        inputs, outputs and predictions (up to float32 rounding of the
+        folded biases) and fewer units where some were dead.
+
+    Raises:
+        ValueError: if `model` is subclassed, not built, or a functional
+            model that is not a single chain (several inputs or outputs,
+            branches, merges, shared layers). Use ``compact=False`` for those.
+
+    Example:
+
+    >>> small = compact_model(model)  # doctest: +SKIP
+    """
+    check_graph_model(model, "compact")
+    if svd_layers(model):
+        return strip_sparsevd(model, compact=True)
+    return compact_plain(model)
 
 
 def check_strippable(model: Any) -> None:
     """Raises the ValueError `strip_sparsevd` would raise before any work."""
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"`model` must be a Keras model, got {type(model).__name__}: "
-            "pass a keras.Sequential or functional keras.Model."
-        )
-    if not is_graph_model(model):
-        raise ValueError(
-            f"Model {model.name!r} is a subclassed model "
-            f"({type(model).__name__}): its layers cannot be swapped one by one. "
-            "Rebuild it as a keras.Sequential or functional keras.Model (same "
-            "layers, then copy the weights with set_weights) and strip that."
-        )
-    if not model.built:
-        raise ValueError(
-            f"Model {model.name!r} is not built: start it with a "
-            "`keras.Input(shape)` or call it on a batch of data first."
-        )
+    check_graph_model(model, "strip")
     if not svd_layers(model):
-        raise ValueError(
-            f"Model {model.name!r} contains no Sparse VD layer (DenseSVD, "
-            "Conv1DSVD, Conv2DSVD, Conv3DSVD): there is nothing to strip. "
-            "Export it with Keras directly (model.save / model.export)."
+        raise no_svd_layer_error(
+            model,
+            "there is nothing to strip; export it with Keras directly "
+            "(model.save / model.export)",
         )
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if (
@@ -199,33 +187,5 @@ def check_strippable(model: Any) -> None:
                 "cannot be swapped one by one. Rebuild it as a keras.Sequential "
                 "or functional keras.Model."
             )
-
-
-def _clone_from_config(layer: keras.layers.Layer) -> keras.layers.Layer:
-    try:
-        return layer.__class__.from_config(layer.get_config())
-    except Exception as error:
-        raise ValueError(
-            f"Layer {layer.name!r} ({type(layer).__name__}) cannot be re-created "
-            f"from its config ({type(error).__name__}: {error}). Give the class "
-            "a `get_config()` that returns all its constructor arguments."
-        ) from error
-
-
-def uncompiled(model: keras.Model) -> keras.Model:
-    """`model` itself if uncompiled, else an uncompiled model on its layers.
-
-    `keras.models.clone_model` compiles the clone like the original, which
-    builds fresh optimizer slots: they would bloat every saved file of a model
-    meant for inference.
-    """
-    if not model.compiled:
-        return model
-    if isinstance(model, keras.Sequential):
-        spec = model.inputs[0]
-        return keras.Sequential(
-            [keras.Input(batch_shape=spec.shape, dtype=spec.dtype)] + model.layers,
-            name=model.name,
-            trainable=model.trainable,
-        )
-    return keras.Model(model.inputs, model.outputs, name=model.name)
+        if registry.is_sparse(layer) and registry.pair_for_sparse(layer) is None:
+            raise unregistered_sparse_error(layer)

@@ -1,15 +1,45 @@
 """Sparse Variational Dropout layers."""
 
+from keras_sparsevd.layers.attention import MultiHeadAttentionSVD
 from keras_sparsevd.layers.base import KLWeightNotSetError, SparseVDLayer
-from keras_sparsevd.layers.conv import BaseConvSVD, Conv1DSVD, Conv2DSVD, Conv3DSVD
-from keras_sparsevd.layers.dense import DenseSVD
+from keras_sparsevd.layers.conv import (
+    BaseConvSVD,
+    BaseConvTransposeSVD,
+    BaseDepthwiseConvSVD,
+    BaseSeparableConvSVD,
+    Conv1DSVD,
+    Conv1DTransposeSVD,
+    Conv2DSVD,
+    Conv2DTransposeSVD,
+    Conv3DSVD,
+    Conv3DTransposeSVD,
+    DepthwiseConv1DSVD,
+    DepthwiseConv2DSVD,
+    SeparableConv1DSVD,
+    SeparableConv2DSVD,
+)
+from keras_sparsevd.layers.dense import DenseSVD, EinsumDenseSVD
+from keras_sparsevd.layers.embedding import EmbeddingSVD
 
 __all__ = [
     "BaseConvSVD",
+    "BaseConvTransposeSVD",
+    "BaseDepthwiseConvSVD",
+    "BaseSeparableConvSVD",
     "Conv1DSVD",
+    "Conv1DTransposeSVD",
     "Conv2DSVD",
+    "Conv2DTransposeSVD",
     "Conv3DSVD",
+    "Conv3DTransposeSVD",
     "DenseSVD",
+    "DepthwiseConv1DSVD",
+    "DepthwiseConv2DSVD",
+    "EinsumDenseSVD",
+    "EmbeddingSVD",
     "KLWeightNotSetError",
+    "MultiHeadAttentionSVD",
+    "SeparableConv1DSVD",
+    "SeparableConv2DSVD",
     "SparseVDLayer",
 ]

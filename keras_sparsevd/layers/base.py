@@ -17,6 +17,8 @@ _VARIANCE_EPSILON = 1e-8
 _THETA_EPSILON = 1e-8
 # Value of the stored KL weight before anybody has set it.
 _UNSET = -1.0
+# Constructor arguments that a Sparse VD layer adds to its Keras layer's.
+SVD_ARGS = ("threshold", "log_sigma2_initializer", "train_clip", "seed")
 
 
 class KLWeightNotSetError(RuntimeError):
@@ -26,12 +28,17 @@ class KLWeightNotSetError(RuntimeError):
 class SparseVDLayer(keras.layers.Layer):
     """Base class of the Sparse Variational Dropout layers.
 
-    Holds what every Sparse VD layer shares: the weights ``kernel`` (theta)
-    and ``log_sigma2`` of the factorised Gaussian posterior, the optional
-    deterministic ``bias``, the clipped ``log_alpha``, the evaluation
-    ``kernel_mask``, the KL term added with ``add_loss`` and the config.
-    Subclasses say only how the kernel is applied (``_apply_kernel``), the
-    kernel shape, and the output shape.
+    A Sparse VD layer is its Keras layer (``DenseSVD`` subclasses
+    `keras.layers.Dense`, ``Conv2DSVD`` subclasses `keras.layers.Conv2D`, ...)
+    with a factorised Gaussian posterior on each of its kernels: the Keras
+    layer's own ``build`` creates the kernels (theta) and the bias with its
+    own shape logic, and this class adds a ``log_sigma2`` of the same shape
+    beside each kernel. It holds everything the layers share: the clipped
+    ``log_alpha``, the evaluation masks, the training pass, the KL term added
+    with ``add_loss``, the KL weight and the config. A subclass says only
+    which kernels it has (``svd_kernels``) and how it applies one
+    (``_apply_kernel``), or, with several kernels, how they chain
+    (``_forward``).
 
     Training pass (``training=True``): local reparameterisation,
     ``mu = op(x, theta) + b``, ``var = op(x * x, alpha * theta^2)``,
@@ -40,104 +47,114 @@ class SparseVDLayer(keras.layers.Layer):
     ``out = op(x, theta * kernel_mask) + b``.
 
     Args:
-        activation: activation function, as for Keras' layers.
-        use_bias: whether the layer has a (deterministic) bias.
-        kernel_initializer: initializer of ``kernel`` (theta).
-        bias_initializer: initializer of ``bias``.
-        log_sigma2_initializer: initializer of ``log_sigma2``; defaults to
-            the constant -10 of the paper.
-        kernel_regularizer: optional regularizer of ``kernel``.
-        bias_regularizer: optional regularizer of ``bias``.
-        activity_regularizer: optional regularizer of the output.
-        kernel_constraint: optional constraint of ``kernel``.
-        bias_constraint: optional constraint of ``bias``.
+        *args: the Keras layer's positional arguments (``units``,
+            ``filters``, ``kernel_size``, ...).
         threshold: weights with ``log_alpha >= threshold`` are pruned. The
             paper uses 3.0.
+        log_sigma2_initializer: initializer of every ``log_sigma2``, or a
+            number for a constant; defaults to the constant -10 of the paper.
         train_clip: if True, pruned weights are also zeroed in the mean of
             the training pass, as in the authors' LeNet runs.
         seed: optional integer seed of the layer's noise.
-        **kwargs: base layer arguments (``name``, ``dtype``, ``trainable``).
+        **kwargs: the Keras layer's keyword arguments (``activation``,
+            ``use_bias``, initializers, regularizers, constraints, ``name``,
+            ``dtype``, ``trainable``).
     """
+
+    #: Names of the Keras layer's kernel weights that get a posterior.
+    svd_kernels: tuple = ("kernel",)
+    #: Config keys the Keras layer does not have.
+    svd_config_keys: tuple = SVD_ARGS
 
     def __init__(
         self,
-        activation: Any = None,
-        use_bias: bool = True,
-        kernel_initializer: Any = "glorot_uniform",
-        bias_initializer: Any = "zeros",
-        log_sigma2_initializer: Any = None,
-        kernel_regularizer: Any = None,
-        bias_regularizer: Any = None,
-        activity_regularizer: Any = None,
-        kernel_constraint: Any = None,
-        bias_constraint: Any = None,
+        *args: Any,
         threshold: float = 3.0,
+        log_sigma2_initializer: Any = None,
         train_clip: bool = False,
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
+        for name in ("lora_rank", "quantization_config"):
+            if kwargs.get(name) is not None:
+                raise ValueError(
+                    f"`{name}` is not supported by {type(self).__name__}: a Sparse "
+                    "VD layer trains every weight of its kernel with its own "
+                    f"dropout rate. Leave `{name}` unset."
+                )
+            kwargs.pop(name, None)
+        kwargs.pop("lora_alpha", None)
         # The layer casts by hand: log_alpha and the KL must see the float32
         # variables even under a mixed-precision policy.
         kwargs.pop("autocast", None)
-        super().__init__(
-            activity_regularizer=activity_regularizer, autocast=False, **kwargs
-        )
+        super().__init__(*args, autocast=False, **kwargs)
         self.threshold = _check_threshold(threshold)
         self.train_clip = bool(train_clip)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        if log_sigma2_initializer is None:
-            log_sigma2_initializer = keras.initializers.Constant(-10.0)
-        self.log_sigma2_initializer = keras.initializers.get(log_sigma2_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
-        if seed is not None and not isinstance(seed, int):
+        self.log_sigma2_initializer = get_log_sigma2_initializer(log_sigma2_initializer)
+        if seed is not None and (
+            isinstance(seed, bool) or not hasattr(seed, "__index__")
+        ):
             raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed = None if seed is None else int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
         self._kl_weight_set = False
         self._pending_kl_weight: float | None = None
-        self.supports_masking = True
 
     # ------------------------------------------------------------------
     # What subclasses provide.
     def _apply_kernel(self, inputs: Any, kernel: Any) -> Any:
+        """The layer's linear map of `inputs` with `kernel` (no bias)."""
         raise NotImplementedError
 
+    def _forward(self, inputs: Any, training: bool) -> Any:
+        """The kernels applied to `inputs`; chains them for several kernels."""
+        return self._linear(inputs, self.svd_kernels[0], self._apply_kernel, training)
+
+    def _variance_inputs(self, inputs: Any) -> Any:
+        """What the variance kernel is applied to: ``x * x`` in float32."""
+        # The variance stays in float32: x * x overflows float16 and
+        # alpha * theta^2 underflows it.
+        return ops.square(ops.cast(inputs, "float32"))
+
+    def _prepare_inputs(self, inputs: Any) -> Any:
+        return ops.cast(inputs, self.compute_dtype)
+
     def _add_bias(self, outputs: Any, bias: Any) -> Any:
+        if getattr(self, "data_format", None) == "channels_first":
+            rank = len(outputs.shape) - 2
+            bias = ops.reshape(bias, (1, -1) + (1,) * rank)
         return outputs + bias
 
     # ------------------------------------------------------------------
-    def _build_weights(self, kernel_shape: tuple, bias_shape: tuple) -> None:
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=kernel_shape,
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        self.log_sigma2 = self.add_weight(
-            name="log_sigma2",
-            shape=kernel_shape,
-            initializer=self.log_sigma2_initializer,
-        )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=bias_shape,
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
+    # Variables.
+    @staticmethod
+    def log_sigma2_name(kernel_name: str) -> str:
+        """Name of the ``log_sigma2`` variable that goes with a kernel."""
+        if kernel_name in ("kernel", "embeddings"):
+            return "log_sigma2"
+        return kernel_name.replace("kernel", "log_sigma2")
+
+    def add_weight(self, *args: Any, **kwargs: Any) -> Any:
+        variable = super().add_weight(*args, **kwargs)
+        name = kwargs.get("name")
+        if name in self.svd_kernels:
+            # Created right after its kernel, so that the saved order is
+            # kernel, log_sigma2, bias, as in files of earlier versions.
+            log_sigma2 = super().add_weight(
+                name=self.log_sigma2_name(name),
+                shape=tuple(variable.shape),
+                initializer=self.log_sigma2_initializer,
             )
-        else:
-            self.bias = None
+            setattr(self, "_svd_" + self.log_sigma2_name(name), log_sigma2)
+            setattr(self, "_svd_theta_" + name, variable)
+            if getattr(self, "kl_weight", None) is None:
+                self._add_kl_weight()
+        return variable
+
+    def _add_kl_weight(self) -> None:
         # A variable, not a Python float, so that a new value reaches train
         # functions that were compiled before it was set.
-        self.kl_weight = self.add_weight(
+        self.kl_weight = super().add_weight(
             name="kl_weight",
             shape=(),
             initializer=keras.initializers.Constant(_UNSET),
@@ -148,22 +165,64 @@ class SparseVDLayer(keras.layers.Layer):
             self.kl_weight.assign(self._pending_kl_weight)
             self._pending_kl_weight = None
 
+    def theta(self, kernel_name: str | None = None) -> Any:
+        """The kernel variable (theta) called `kernel_name` (default: the first)."""
+        return getattr(self, "_svd_theta_" + self._kernel_name(kernel_name))
+
+    def log_sigma2_of(self, kernel_name: str | None = None) -> Any:
+        """The ``log_sigma2`` variable that goes with kernel `kernel_name`."""
+        name = self.log_sigma2_name(self._kernel_name(kernel_name))
+        return getattr(self, "_svd_" + name)
+
+    def _kernel_name(self, kernel_name: str | None) -> str:
+        if kernel_name is None:
+            return self.svd_kernels[0]
+        if kernel_name not in self.svd_kernels:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} has no Sparse VD kernel "
+                f"{kernel_name!r}; its kernels are {list(self.svd_kernels)}."
+            )
+        return kernel_name
+
     @property
-    def log_alpha(self) -> Any:
-        """Clipped ``log_sigma2 - log(theta^2 + 1e-8)``, float32, kernel-shaped."""
-        theta = ops.cast(self.kernel, "float32")
-        log_sigma2 = ops.cast(self.log_sigma2, "float32")
+    def log_sigma2(self) -> Any:
+        """``log_sigma2`` of the first kernel (the only one for most layers)."""
+        return self.log_sigma2_of()
+
+    def log_alpha_of(self, kernel_name: str | None = None) -> Any:
+        """Clipped ``log_sigma2 - log(theta^2 + 1e-8)`` of a kernel, float32."""
+        theta = ops.cast(self.theta(kernel_name), "float32")
+        log_sigma2 = ops.cast(self.log_sigma2_of(kernel_name), "float32")
         log_alpha = log_sigma2 - ops.log(ops.square(theta) + _THETA_EPSILON)
         return ops.clip(log_alpha, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+
+    def mask_of(self, kernel_name: str | None = None) -> Any:
+        """1.0 where the kernel's ``log_alpha < threshold`` (kept), else 0.0."""
+        return self._mask(self.log_alpha_of(kernel_name))
+
+    @property
+    def log_alpha(self) -> Any:
+        """Clipped ``log_sigma2 - log(theta^2 + 1e-8)``, float32, kernel-shaped.
+
+        Of the first kernel; `log_alpha_of` names one of several.
+        """
+        return self.log_alpha_of()
 
     @property
     def kernel_mask(self) -> Any:
         """1.0 where ``log_alpha < threshold`` (kept), else 0.0; float32."""
-        return self._mask(self.log_alpha)
+        return self.mask_of()
+
+    @property
+    def kernel_masks(self) -> dict:
+        """``{kernel name: mask}`` for every Sparse VD kernel of the layer."""
+        return {name: self.mask_of(name) for name in self.svd_kernels}
 
     def _mask(self, log_alpha: Any) -> Any:
         return ops.cast(ops.less(log_alpha, self.threshold), "float32")
 
+    # ------------------------------------------------------------------
+    # The KL weight.
     def _set_kl_weight(self, value: float) -> None:
         if self.built:
             self.kl_weight.assign(value)
@@ -177,80 +236,103 @@ class SparseVDLayer(keras.layers.Layer):
         value = float(ops.convert_to_numpy(self.kl_weight))
         return None if value < 0 else value
 
+    # ------------------------------------------------------------------
+    # Saving: every variable in creation order, whatever the Keras layer's
+    # own (quantisation-aware) saving does.
+    def save_own_variables(self, store: Any) -> None:
+        keras.layers.Layer.save_own_variables(self, store)
+
     def load_own_variables(self, store: Any) -> None:
-        super().load_own_variables(store)
+        keras.layers.Layer.load_own_variables(self, store)
         # A model saved after training keeps its KL weight, so fitting it
         # again continues with the same scale.
         self._kl_weight_set = self._get_kl_weight() is not None
 
-    def call(self, inputs: Any, training: bool | None = None) -> Any:
+    def quantize(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot be quantized: strip it first with "
+            "`keras_sparsevd.strip_sparsevd(model)` and quantize the plain model."
+        )
+
+    def enable_lora(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(
+            f"{type(self).__name__} does not support LoRA: its kernel is trained "
+            "whole, with a dropout rate per weight."
+        )
+
+    # ------------------------------------------------------------------
+    # The forward pass.
+    def _linear(self, inputs: Any, kernel_name: str, apply: Any, training: bool) -> Any:
+        """One Sparse VD linear map: noisy in training, masked in evaluation.
+
+        Args:
+            inputs: the map's input, already prepared.
+            kernel_name: which kernel of the layer.
+            apply: ``apply(x, kernel)``, the layer's op for that kernel.
+            training: whether this is the training pass.
+        """
         compute_dtype = self.compute_dtype
-        inputs = ops.cast(inputs, compute_dtype)
-        theta = ops.cast(self.kernel, "float32")
-        log_alpha = self.log_alpha
+        theta = ops.cast(self.theta(kernel_name), "float32")
+        log_alpha = self.log_alpha_of(kernel_name)
         mask = self._mask(log_alpha)
-        if training:
-            if not self._kl_weight_set:
-                raise KLWeightNotSetError(
-                    f"Layer {self.name!r} is being trained but its KL weight was "
-                    "never set, so the KL term would have the wrong scale. Pass "
-                    "`keras_sparsevd.KLScheduler(num_train_examples=N)` in "
-                    "`model.fit(..., callbacks=[...])`, or call "
-                    "`keras_sparsevd.set_kl_weight(model, rw / N)` before a "
-                    "custom training loop (N = number of training examples)."
-                )
-            mean_kernel = theta * mask if self.train_clip else theta
-            mean = self._apply_kernel(inputs, ops.cast(mean_kernel, compute_dtype))
-            # The variance stays in float32: x * x overflows float16 and
-            # alpha * theta^2 underflows it.
-            inputs32 = ops.cast(inputs, "float32")
-            variance = self._apply_kernel(
-                ops.square(inputs32), ops.exp(log_alpha) * ops.square(theta)
+        if not training:
+            return apply(inputs, ops.cast(theta * mask, compute_dtype))
+        mean_kernel = theta * mask if self.train_clip else theta
+        mean = apply(inputs, ops.cast(mean_kernel, compute_dtype))
+        variance = apply(
+            self._variance_inputs(inputs), ops.exp(log_alpha) * ops.square(theta)
+        )
+        noise = standard_normal(ops.shape(variance), self.seed_generator)
+        return mean + ops.cast(
+            ops.sqrt(variance + _VARIANCE_EPSILON) * noise, compute_dtype
+        )
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        if training and not self._kl_weight_set and not _symbolic():
+            raise KLWeightNotSetError(
+                f"Layer {self.name!r} is being trained but its KL weight was "
+                "never set, so the KL term would have the wrong scale. Pass "
+                "`keras_sparsevd.KLScheduler(num_train_examples=N)` in "
+                "`model.fit(..., callbacks=[...])`, or call "
+                "`keras_sparsevd.set_kl_weight(model, rw / N)` before a "
+                "custom training loop (N = number of training examples)."
             )
-            noise = standard_normal(ops.shape(variance), self.seed_generator)
-            outputs = mean + ops.cast(
-                ops.sqrt(variance + _VARIANCE_EPSILON) * noise, compute_dtype
-            )
-        else:
-            outputs = self._apply_kernel(inputs, ops.cast(theta * mask, compute_dtype))
-        if self.use_bias:
-            outputs = self._add_bias(outputs, ops.cast(self.bias, compute_dtype))
-        if self.activation is not None:
-            outputs = self.activation(outputs)
+        outputs = self._forward(self._prepare_inputs(inputs), bool(training))
+        bias = getattr(self, "bias", None)
+        if bias is not None:
+            outputs = self._add_bias(outputs, ops.cast(bias, self.compute_dtype))
+        activation = getattr(self, "activation", None)
+        if activation is not None:
+            outputs = activation(outputs)
         kl_weight = ops.maximum(ops.cast(self.kl_weight, "float32"), 0.0)
-        self.add_loss(kl_weight * ops.sum(kl_divergence(log_alpha)))
+        kl = sum(
+            ops.sum(kl_divergence(self.log_alpha_of(name))) for name in self.svd_kernels
+        )
+        self.add_loss(kl_weight * kl)
         return outputs
 
     def get_config(self) -> dict:
         config = super().get_config()
+        for name in ("lora_rank", "lora_alpha", "quantization_config"):
+            config.pop(name, None)
         config.update(
             {
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "threshold": self.threshold,
                 "log_sigma2_initializer": keras.initializers.serialize(
                     self.log_sigma2_initializer
                 ),
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "activity_regularizer": keras.regularizers.serialize(
-                    self.activity_regularizer
-                ),
-                "kernel_constraint": keras.constraints.serialize(
-                    self.kernel_constraint
-                ),
-                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-                "threshold": self.threshold,
                 "train_clip": self.train_clip,
                 "seed": self.seed,
             }
         )
         return config
+
+
+def _symbolic() -> bool:
+    """Whether Keras is tracing the layer symbolically (building a model)."""
+    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
+    return in_symbolic_scope()
 
 
 def half_size_uniforms(shape: tuple, seed: Any) -> tuple:
@@ -295,6 +377,26 @@ def standard_normal(shape: tuple, seed: Any) -> Any:
     angle = (2.0 * math.pi) * u2
     pairs = ops.concatenate([radius * ops.cos(angle), radius * ops.sin(angle)])
     return ops.reshape(pairs[:size], shape)
+
+
+def get_log_sigma2_initializer(value: Any) -> keras.initializers.Initializer:
+    """An initializer from None (constant -10), a number, or a Keras identifier."""
+    if value is None:
+        value = -10.0
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(
+                f"`log_sigma2_initializer` must be finite, got {value}: -10 is the "
+                "paper's value for training from scratch."
+            )
+        return keras.initializers.Constant(float(value))
+    try:
+        return keras.initializers.get(value)
+    except ValueError:
+        raise ValueError(
+            "`log_sigma2_initializer` must be None, a number (a constant) or a "
+            f"Keras initializer, got {value!r}."
+        ) from None
 
 
 def _check_threshold(threshold: Any) -> float:

@@ -1,4 +1,4 @@
-"""`DenseSVD`: the Sparse VD counterpart of `keras.layers.Dense`."""
+"""`DenseSVD` and `EinsumDenseSVD`: Sparse VD dense projections."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_sparsevd.layers.base import SparseVDLayer, check_positive_int
+from keras_sparsevd.layers.base import SparseVDLayer
 
 
 @keras.saving.register_keras_serializable(package="keras_sparsevd")
-class DenseSVD(SparseVDLayer):
+class DenseSVD(SparseVDLayer, keras.layers.Dense):
     """Densely-connected layer with Sparse Variational Dropout.
 
-    Trains like `keras.layers.Dense` with a per-weight dropout rate
-    ``alpha`` learned by variational inference (Molchanov et al., 2017); at
-    evaluation it is ``activation(x @ (kernel * kernel_mask) + bias)``, where
-    weights with ``log_alpha >= threshold`` are pruned. Its KL term, scaled by
-    the model's KL weight, is added with ``add_loss``: train it with
+    The Sparse VD counterpart of `keras.layers.Dense` (same arguments, same
+    ``kernel`` and ``bias``) with a per-weight dropout rate ``alpha`` learned
+    by variational inference (Molchanov et al., 2017); at evaluation it is
+    ``activation(x @ (kernel * kernel_mask) + bias)``, where weights with
+    ``log_alpha >= threshold`` are pruned. Its KL term, scaled by the model's
+    KL weight, is added with ``add_loss``: train it with
     `keras_sparsevd.KLScheduler` (or `keras_sparsevd.set_kl_weight`).
 
     Args:
@@ -33,8 +34,8 @@ class DenseSVD(SparseVDLayer):
         threshold: log-alpha pruning threshold (3.0 in the paper).
         train_clip: zero pruned weights in the training mean as well.
         seed: optional integer seed for the noise.
-        **kwargs: the other arguments of `SparseVDLayer` (regularizers,
-            constraints) and of `keras.layers.Layer` (``name``, ``dtype``).
+        **kwargs: the other arguments of `keras.layers.Dense` (regularizers,
+            constraints, ``name``, ``dtype``).
 
     Input shape:
         N-D tensor ``(batch_size, ..., input_dim)``; the last dimension must
@@ -54,51 +55,63 @@ class DenseSVD(SparseVDLayer):
     """
 
     def __init__(
-        self,
-        units: int,
-        activation: Any = None,
-        use_bias: bool = True,
-        kernel_initializer: Any = None,
-        bias_initializer: Any = "zeros",
-        log_sigma2_initializer: Any = None,
-        threshold: float = 3.0,
-        train_clip: bool = False,
-        seed: int | None = None,
-        **kwargs: Any,
+        self, units: int, kernel_initializer: Any = None, **kwargs: Any
     ) -> None:
         if kernel_initializer is None:
             kernel_initializer = keras.initializers.RandomNormal(mean=0.0, stddev=0.01)
-        super().__init__(
-            activation=activation,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer,
-            log_sigma2_initializer=log_sigma2_initializer,
-            threshold=threshold,
-            train_clip=train_clip,
-            seed=seed,
-            **kwargs,
-        )
-        self.units = check_positive_int("units", units)
+        super().__init__(units, kernel_initializer=kernel_initializer, **kwargs)
 
     def build(self, input_shape: tuple) -> None:
-        input_dim = input_shape[-1]
-        if input_dim is None:
+        if tuple(input_shape)[-1] is None:
             raise ValueError(
                 f"The last dimension of the input of {self.name!r} must be known "
                 f"to create its kernel; got input shape {tuple(input_shape)}. "
                 "Give `keras.Input` a full feature shape."
             )
-        self._build_weights((input_dim, self.units), (self.units,))
-        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
+        super().build(input_shape)
 
     def _apply_kernel(self, inputs: Any, kernel: Any) -> Any:
         return ops.matmul(inputs, kernel)
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return tuple(input_shape)[:-1] + (self.units,)
 
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config["units"] = self.units
-        return config
+@keras.saving.register_keras_serializable(package="keras_sparsevd")
+class EinsumDenseSVD(SparseVDLayer, keras.layers.EinsumDense):
+    """`keras.layers.EinsumDense` with Sparse Variational Dropout.
+
+    An einsum is linear in its kernel, so the training pass is the same
+    local reparameterisation as `DenseSVD`: the mean is
+    ``einsum(equation, x, theta)`` and the variance
+    ``einsum(equation, x * x, alpha * theta^2)``. Keras' own `EinsumDense`
+    parses the equation and shapes the kernel and bias.
+
+    Args:
+        equation: the einsum equation, e.g. ``"ab,bc->ac"``; inputs, kernel,
+            output in that order, as for `keras.layers.EinsumDense`.
+        output_shape: the output shape without the batch dimension (use None
+            for dimensions that come from the input).
+        activation: activation function; None means linear.
+        bias_axes: letters of the output axes that get a bias; None for none.
+        threshold: log-alpha pruning threshold (3.0 in the paper).
+        log_sigma2_initializer: initializer of ``log_sigma2`` (constant -10).
+        train_clip: zero pruned weights in the training mean as well.
+        seed: optional integer seed for the noise.
+        **kwargs: the other arguments of `keras.layers.EinsumDense`
+            (initializers, regularizers, constraints, ``name``, ``dtype``).
+
+    Input shape:
+        as the equation's first operand.
+
+    Output shape:
+        as the equation's output, with ``output_shape``.
+
+    Example:
+
+    >>> import keras_sparsevd as ksvd
+    >>> layer = ksvd.EinsumDenseSVD("abc,cd->abd", output_shape=(None, 64),
+    ...                             bias_axes="d")
+    >>> layer.compute_output_shape((None, 28, 32))
+    (None, 28, 64)
+    """
+
+    def _apply_kernel(self, inputs: Any, kernel: Any) -> Any:
+        return ops.einsum(self.equation, inputs, kernel)

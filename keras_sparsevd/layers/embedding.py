@@ -1,0 +1,70 @@
+"""`EmbeddingSVD`: a Sparse VD embedding table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_sparsevd.layers.base import SparseVDLayer
+
+
+@keras.saving.register_keras_serializable(package="keras_sparsevd")
+class EmbeddingSVD(SparseVDLayer, keras.layers.Embedding):
+    """`keras.layers.Embedding` with Sparse Variational Dropout on the table.
+
+    A lookup is a product with a one-hot vector, so local
+    reparameterisation gives ``theta[ids] + sqrt(sigma^2[ids]) * eps`` with
+    fresh ``eps`` per looked-up vector in training, and ``(theta *
+    mask)[ids]`` at evaluation. Every table entry has its own dropout rate;
+    a row whose entries are all pruned maps its token to zeros.
+
+    Args:
+        input_dim: size of the vocabulary (largest index + 1).
+        output_dim: dimension of the embedding vectors.
+        embeddings_initializer: initializer of the table (theta).
+        threshold: log-alpha pruning threshold (3.0 in the paper).
+        log_sigma2_initializer: initializer of ``log_sigma2`` (constant -10).
+        train_clip: zero pruned weights in the training mean as well.
+        seed: optional integer seed for the noise.
+        **kwargs: the other arguments of `keras.layers.Embedding`
+            (``embeddings_regularizer``, ``embeddings_constraint``,
+            ``mask_zero``, ``name``, ``dtype``).
+
+    Input shape:
+        integer tensor ``(batch_size, ...)``.
+
+    Output shape:
+        ``(batch_size, ..., output_dim)``.
+
+    Example:
+
+    >>> import keras_sparsevd as ksvd
+    >>> layer = ksvd.EmbeddingSVD(1000, 64)
+    >>> layer.compute_output_shape((None, 20))
+    (None, 20, 64)
+    """
+
+    svd_kernels = ("embeddings",)
+
+    def __init__(self, *args: Any, weights: Any = None, **kwargs: Any) -> None:
+        if weights is not None:
+            raise ValueError(
+                "`weights` is not supported by EmbeddingSVD: build the layer and "
+                "assign `layer.embeddings`, or convert a trained "
+                "`keras.layers.Embedding` with `keras_sparsevd.sparsify`."
+            )
+        super().__init__(*args, **kwargs)
+
+    def _prepare_inputs(self, inputs: Any) -> Any:
+        if keras.backend.standardize_dtype(inputs.dtype) not in ("int32", "int64"):
+            inputs = ops.cast(inputs, "int32")
+        return inputs
+
+    def _variance_inputs(self, inputs: Any) -> Any:
+        # One-hot inputs: x * x is x.
+        return inputs
+
+    def _apply_kernel(self, inputs: Any, kernel: Any) -> Any:
+        return ops.take(kernel, inputs, axis=0)

@@ -1,0 +1,101 @@
+"""Model-level helpers: finding a model's Sparse VD layers, their KL weight."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from keras_sparsevd.layers.base import SparseVDLayer
+
+
+def svd_layers(model: keras.layers.Layer) -> list:
+    """All Sparse VD layers of a model, nested models and layers included.
+
+    Args:
+        model: a Keras model or layer. Layers inside other layers (the
+            projections of `MultiHeadAttentionSVD`) are found too.
+
+    Returns:
+        The `SparseVDLayer` instances, in order, each once.
+    """
+    if isinstance(model, SparseVDLayer):
+        return [model]
+    found = []
+    seen = set()
+    for layer in _walk(model):
+        if isinstance(layer, SparseVDLayer) and id(layer) not in seen:
+            seen.add(id(layer))
+            found.append(layer)
+    return found
+
+
+def _walk(layer: keras.layers.Layer):
+    # Depth first in the order the layers were added (Keras'
+    # `_flatten_layers` reverses siblings).
+    for child in layer._layers:
+        yield child
+        yield from _walk(child)
+
+
+def report_name(layer: SparseVDLayer) -> str:
+    """The layer's name in reports: ``"mha/query"`` for a projection."""
+    return getattr(layer, "_report_name", None) or layer.name
+
+
+def no_svd_layer_error(model: keras.layers.Layer, what: str) -> ValueError:
+    """The ValueError for a model without Sparse VD layers."""
+    return ValueError(
+        f"`model` ({getattr(model, 'name', model)!r}) contains no Sparse VD "
+        f"layer: {what}. Build it with the `...SVD` layers, or convert a "
+        "trained model with `keras_sparsevd.sparsify(model)`."
+    )
+
+
+def set_kl_weight(model: keras.layers.Layer, value: float) -> None:
+    """Sets the KL weight of every Sparse VD layer of `model`.
+
+    The loss each layer adds is ``value * sum(KL)``. With Keras losses being
+    means over the batch, the paper's objective needs ``value = rw / N``:
+    the warm-up factor ``rw`` (0 to 1) over the training-set size ``N``.
+    `KLScheduler` does this for `model.fit`; use this function in custom
+    training loops. It takes effect in already-compiled train functions.
+
+    Args:
+        model: a Keras model or layer containing Sparse VD layers.
+        value: the KL weight, a finite number >= 0.
+
+    Raises:
+        ValueError: if `value` is negative or not finite, or `model` holds no
+            Sparse VD layer.
+    """
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`value` must be a number (rw / num_train_examples), got {value!r}."
+        ) from None
+    if not value >= 0.0 or not math.isfinite(value):
+        raise ValueError(
+            f"`value` must be a finite number >= 0 (rw / num_train_examples), "
+            f"got {value}."
+        )
+    layers = svd_layers(model)
+    if not layers:
+        raise no_svd_layer_error(model, "there is no KL weight to set")
+    was_unset = any(not layer._kl_weight_set for layer in layers)
+    for layer in layers:
+        layer._set_kl_weight(value)
+    if was_unset and getattr(model, "train_function", None) is not None:
+        # A train function whose first trace stopped at the "KL weight never
+        # set" error cannot be traced again (TF refuses to create the
+        # optimizer's variables on a second trace): start a fresh one.
+        model.make_train_function(force=True)
+
+
+def get_kl_weight(model: keras.layers.Layer) -> float | None:
+    """The KL weight of the first Sparse VD layer of `model`, or None if unset."""
+    layers = svd_layers(model)
+    if not layers:
+        return None
+    return layers[0]._get_kl_weight()
