@@ -322,3 +322,23 @@ def test_bad_inputs_are_clear_value_errors():
         keras.Sequential([keras.Input((8, 8, None)), ksvd.Conv2DSVD(3, 3)])
     with pytest.raises(TypeError, match="abstract"):
         ksvd.BaseConvSVD(3, 3)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class _AlwaysNoisy(keras.layers.Layer):
+    """Calls its Sparse VD layer in training mode whatever it is asked."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = ksvd.DenseSVD(3)
+
+    def call(self, inputs):
+        return self.inner(inputs, training=True)
+
+
+def test_kl_weight_error_only_in_a_real_training_step():
+    # Building the model traces the call symbolically: no error there.
+    model = keras.Sequential([keras.Input((4,)), _AlwaysNoisy()])
+    assert model.output_shape == (None, 3)
+    with pytest.raises(ksvd.KLWeightNotSetError, match="KLScheduler"):
+        model(np.ones((2, 4), "float32"))
