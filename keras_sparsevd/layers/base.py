@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from keras_sparsevd.kl import LOG_ALPHA_MAX, LOG_ALPHA_MIN, kl_divergence
+from keras_sparsevd.layers.replica_noise import replica_seed
 
 # Added under the square root so that its gradient stays finite where the
 # variance is 0 (all-zero inputs, e.g. after a ReLU).
@@ -282,7 +283,7 @@ class SparseVDLayer(keras.layers.Layer):
         variance = apply(
             self._variance_inputs(inputs), ops.exp(log_alpha) * ops.square(theta)
         )
-        noise = standard_normal(ops.shape(variance), self.seed_generator)
+        noise = standard_normal(ops.shape(variance), replica_seed(self.seed_generator))
         return mean + ops.cast(
             ops.sqrt(variance + _VARIANCE_EPSILON) * noise, compute_dtype
         )
