@@ -26,8 +26,8 @@ import numpy as np
 
 import keras_sparsevd as ksvd
 from examples import data as data_lib
+from examples import distribute, plots
 from examples import models as models_lib
-from examples import plots
 
 
 def lr_schedule(
@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="use only the first N training examples (smoke tests)",
     )
+    distribute.add_arguments(p)
     p.add_argument("--out", default=None, help="run folder")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--verbose", type=int, default=2)
@@ -258,6 +259,9 @@ def main(argv: list | None = None) -> dict:
         raise SystemExit("--init-from applies to --variant svd only")
     if args.model in ("lenet300", "lenet5") and args.dataset != "mnist":
         raise SystemExit(f"--model {args.model} is for --dataset mnist")
+    scope, is_chief, engine = distribute.setup(args)
+    xla = args.jit or keras.backend.backend() == "jax"
+    print(f"engine: {engine}; compilation: {'XLA' if xla else 'tf.function, no XLA'}")
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy(args.mixed_precision)
@@ -265,6 +269,9 @@ def main(argv: list | None = None) -> dict:
     out = Path(
         args.out or f"runs/{args.model}-{args.dataset}-{args.variant}-seed{args.seed}"
     )
+    if not is_chief:
+        # Every worker writes its checkpoints; only the chief's are the run's.
+        out = out / f"worker-{os.getpid()}"
     out.mkdir(parents=True, exist_ok=True)
 
     try:
@@ -280,60 +287,63 @@ def main(argv: list | None = None) -> dict:
     sparse = args.variant == "svd"
     pretrained = bool(args.init_from)
 
-    if args.model in ("lenet300", "lenet5") and pretrained:
-        # The user's route: a trained Keras model, converted in one call.
-        model = ksvd.sparsify(
-            keras.models.load_model(args.init_from),
-            threshold=args.threshold,
-            log_sigma2_initializer=(
-                -10.0 if args.log_sigma2_init is None else args.log_sigma2_init
-            ),
-            train_clip=not args.no_train_clip,
-        )
-    elif args.model in ("lenet300", "lenet5"):
-        mean_image = None if args.no_mean_image else x_train.mean(axis=0)
-        model = models_lib.BUILDERS[args.model](
-            sparse=sparse,
-            num_classes=num_classes,
-            input_shape=x_train.shape[1:],
-            mean_image=mean_image,
-            threshold=args.threshold,
-            train_clip=not args.no_train_clip,
-        )
-    else:
-        log_sigma2 = args.log_sigma2_init
-        if log_sigma2 is None:
-            log_sigma2 = -15.0 if pretrained else -10.0
-        model = models_lib.vgglike(
-            sparse=sparse,
-            num_classes=num_classes,
-            input_shape=x_train.shape[1:],
-            k=args.k,
-            preprocessing=(
-                models_lib.zca_whitening(x_train, args.zca_epsilon)
-                if args.preprocess == "zca"
-                else models_lib.channel_standardisation(x_train)
-            ),
-            threshold=args.threshold,
-            log_sigma2_init=log_sigma2,
-        )
-        if pretrained:
-            dense = keras.models.load_model(args.init_from)
-            transfer_dense_weights(dense, model)
+    # Variables and the optimizer belong to the engine's scope.
+    with scope():
+        if args.model in ("lenet300", "lenet5") and pretrained:
+            # The user's route: a trained Keras model, converted in one call.
+            model = ksvd.sparsify(
+                keras.models.load_model(args.init_from),
+                threshold=args.threshold,
+                log_sigma2_initializer=(
+                    -10.0 if args.log_sigma2_init is None else args.log_sigma2_init
+                ),
+                train_clip=not args.no_train_clip,
+            )
+        elif args.model in ("lenet300", "lenet5"):
+            mean_image = None if args.no_mean_image else x_train.mean(axis=0)
+            model = models_lib.BUILDERS[args.model](
+                sparse=sparse,
+                num_classes=num_classes,
+                input_shape=x_train.shape[1:],
+                mean_image=mean_image,
+                threshold=args.threshold,
+                train_clip=not args.no_train_clip,
+            )
+        else:
+            log_sigma2 = args.log_sigma2_init
+            if log_sigma2 is None:
+                log_sigma2 = -15.0 if pretrained else -10.0
+            model = models_lib.vgglike(
+                sparse=sparse,
+                num_classes=num_classes,
+                input_shape=x_train.shape[1:],
+                k=args.k,
+                preprocessing=(
+                    models_lib.zca_whitening(x_train, args.zca_epsilon)
+                    if args.preprocess == "zca"
+                    else models_lib.channel_standardisation(x_train)
+                ),
+                threshold=args.threshold,
+                log_sigma2_init=log_sigma2,
+            )
+            if pretrained:
+                dense = keras.models.load_model(args.init_from)
+                transfer_dense_weights(dense, model)
 
-    base_lr = (
-        args.lr
-        if args.lr is not None
-        else default_lr(args.model, args.variant, pretrained)
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            base_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=bool(args.jit),
-    )
+        base_lr = (
+            args.lr
+            if args.lr is not None
+            else default_lr(args.model, args.variant, pretrained)
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(
+                base_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8
+            ),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=bool(args.jit),
+        )
+
     callbacks = [
         EpochTimer(),
         keras.callbacks.LearningRateScheduler(
