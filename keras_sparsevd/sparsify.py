@@ -9,13 +9,7 @@ from typing import Any
 import keras
 
 from keras_sparsevd import registry
-from keras_sparsevd.export.cloning import (
-    check_built,
-    check_graph_model,
-    clone_from_config,
-    is_graph_model,
-    uncompiled,
-)
+from keras_sparsevd.export.cloning import check_graph_model, is_graph_model, rebuild
 from keras_sparsevd.layers.base import _check_threshold, get_log_sigma2_initializer
 
 
@@ -94,30 +88,13 @@ def sparsify(
             f"layers of exactly these classes: {registry.registered_plain_classes()}."
         )
 
-    pairs: list = []
+    def replacement(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if id(layer) not in selected:
+            return None
+        pair = registry.pair_for_plain(layer)
+        return pair.sparse.from_config(registry.sparse_config(layer, pair, **svd_args))
 
-    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if id(layer) in selected:
-            pair = registry.pair_for_plain(layer)
-            new = pair.sparse.from_config(
-                registry.sparse_config(layer, pair, **svd_args)
-            )
-        else:
-            new = clone_from_config(layer)
-        pairs.append((layer, new))
-        return new
-
-    converted = keras.models.clone_model(
-        model, clone_function=clone_layer, recursive=True
-    )
-    converted = uncompiled(converted)
-    check_built(pairs)
-    for old, new in pairs:
-        if id(old) in selected:
-            registry.copy_to_sparse(old, new)
-        else:
-            new.set_weights(old.get_weights())
-    return converted
+    return rebuild(model, replacement, registry.copy_to_sparse)
 
 
 def _graph_layers(model: keras.Model) -> list:

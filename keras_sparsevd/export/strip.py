@@ -7,15 +7,13 @@ from typing import Any
 import keras
 
 from keras_sparsevd import registry
-from keras_sparsevd.export.cloning import (
-    check_built,
-    check_graph_model,
-    clone_from_config,
-    is_graph_model,
-    uncompiled,
-)
+from keras_sparsevd.export.cloning import check_graph_model, is_graph_model, rebuild
 from keras_sparsevd.export.compact import compact_plain
-from keras_sparsevd.model_helpers import no_svd_layer_error, svd_layers
+from keras_sparsevd.model_helpers import (
+    check_finite,
+    no_svd_layer_error,
+    svd_layers,
+)
 
 
 def plain_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -99,26 +97,11 @@ def strip_sparsevd(model: keras.Model, compact: bool = False) -> keras.Model:
     >>> plain.export("lenet300_savedmodel")  # doctest: +SKIP
     """
     check_strippable(model)
-    pairs: list = []
-
-    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if registry.is_sparse(layer):
-            new = plain_layer(layer)
-        else:
-            new = clone_from_config(layer)
-        pairs.append((layer, new))
-        return new
-
-    stripped = keras.models.clone_model(
-        model, clone_function=clone_layer, recursive=True
+    stripped = rebuild(
+        model,
+        lambda layer: plain_layer(layer) if registry.is_sparse(layer) else None,
+        registry.copy_to_plain,
     )
-    stripped = uncompiled(stripped)
-    check_built(pairs)
-    for old, new in pairs:
-        if registry.is_sparse(old):
-            registry.copy_to_plain(old, new)
-        else:
-            new.set_weights(old.get_weights())
     left = svd_layers(stripped)
     if left:
         raise ValueError(
@@ -189,3 +172,6 @@ def check_strippable(model: Any) -> None:
             )
         if registry.is_sparse(layer) and registry.pair_for_sparse(layer) is None:
             raise unregistered_sparse_error(layer)
+    # NaN theta or log_sigma2 gives all-zero masks: the export would be an
+    # all-zero kernel with a NaN bias, not a sparse model.
+    check_finite(model, "strip")

@@ -123,6 +123,17 @@ class BaseConvTransposeSVD(_ConvSVD):
         )
 
 
+def _depthwise(layer: keras.layers.Layer, inputs: Any, kernel: Any) -> Any:
+    return ops.depthwise_conv(
+        inputs,
+        kernel,
+        strides=layer.strides,
+        padding=layer.padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
+
+
 class BaseDepthwiseConvSVD(_ConvSVD):
     """Depthwise convolutions with Sparse Variational Dropout.
 
@@ -130,14 +141,7 @@ class BaseDepthwiseConvSVD(_ConvSVD):
     """
 
     def _apply_kernel(self, inputs: Any, kernel: Any) -> Any:
-        return ops.depthwise_conv(
-            inputs,
-            kernel,
-            strides=self.strides,
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
+        return _depthwise(self, inputs, kernel)
 
 
 class BaseSeparableConvSVD(_ConvSVD):
@@ -152,14 +156,7 @@ class BaseSeparableConvSVD(_ConvSVD):
     svd_kernels = ("depthwise_kernel", "pointwise_kernel")
 
     def _depthwise(self, inputs: Any, kernel: Any) -> Any:
-        return ops.depthwise_conv(
-            inputs,
-            kernel,
-            strides=self.strides,
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
+        return _depthwise(self, inputs, kernel)
 
     def _pointwise(self, inputs: Any, kernel: Any) -> Any:
         return ops.conv(
