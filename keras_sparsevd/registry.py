@@ -129,6 +129,11 @@ def sparse_config(layer: keras.layers.Layer, pair: LayerPair, **svd_args: Any) -
     for key in _PLAIN_ONLY_KEYS:
         config.pop(key, None)
     keys = getattr(pair.sparse, "svd_config_keys", SVD_ARGS)
+    if (
+        getattr(pair.sparse, "group_kernel_axis", None) is None
+        or getattr(layer, "groups", 1) != 1
+    ):
+        keys = tuple(key for key in keys if key != "group_sparsity")
     config.update({key: value for key, value in svd_args.items() if key in keys})
     return config
 
@@ -160,6 +165,21 @@ def masked_kernel(layer: SparseVDLayer, kernel_name: str | None = None) -> np.nd
     )
     mask = keras.ops.convert_to_numpy(layer.mask_of(kernel_name))
     return np.where(mask > 0, theta, np.float32(0.0)).astype("float32")
+
+
+def grouped_kernel(layer: SparseVDLayer) -> np.ndarray:
+    """The first kernel, masked, with the group means and masks folded in.
+
+    ``x_i * mu_i * mask_i`` applied to a linear map is the map with row i of
+    its kernel scaled by ``mu_i * mask_i``.
+    """
+    kernel = masked_kernel(layer)
+    scale = keras.ops.convert_to_numpy(layer.group_scale()).astype("float32")
+    axis = layer._group_kernel_axis() % kernel.ndim
+    shape = [1] * kernel.ndim
+    shape[axis] = -1
+    folded = kernel * scale.reshape(shape)
+    return np.where(folded != 0, folded, np.float32(0.0)).astype("float32")
 
 
 def _sublayers(plain: Any, sparse: Any) -> list:
@@ -216,7 +236,9 @@ def copy_to_plain(sparse: keras.layers.Layer, plain: keras.layers.Layer) -> None
         sources = _by_name(sparse)
         for variable in _own_variables(plain):
             name = variable.name
-            if name in sparse.svd_kernels:
+            if name == sparse.svd_kernels[0] and sparse.group_sparsity:
+                variable.assign(grouped_kernel(sparse))
+            elif name in sparse.svd_kernels:
                 variable.assign(masked_kernel(sparse, name))
             elif name in sources:
                 variable.assign(keras.ops.convert_to_numpy(sources[name]))

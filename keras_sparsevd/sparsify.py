@@ -20,6 +20,7 @@ def sparsify(
     threshold: float = 3.0,
     log_sigma2_initializer: Any = None,
     train_clip: bool = False,
+    structured: bool = False,
 ) -> keras.Model:
     """A copy of `model` whose convertible layers are Sparse VD layers.
 
@@ -55,6 +56,10 @@ def sparsify(
             constant (e.g. -30) leaves the predictions exactly unchanged at
             first.
         train_clip: zero pruned weights in the training mean as well.
+        structured: also give each converted layer group variables on its
+            input units (``group_sparsity=True``), so that whole units and
+            filters are pruned; layers that cannot have them (`Embedding`,
+            grouped convolutions, the attention projections) get none.
 
     Returns:
         A new, built, uncompiled model of the same kind, name and inputs.
@@ -79,6 +84,7 @@ def sparsify(
             get_log_sigma2_initializer(log_sigma2_initializer)
         ),
         "train_clip": bool(train_clip),
+        "group_sparsity": bool(structured),
     }
     candidates = _graph_layers(model)
     selected = _select(candidates, layers)

@@ -19,7 +19,16 @@ _THETA_EPSILON = 1e-8
 # Value of the stored KL weight before anybody has set it.
 _UNSET = -1.0
 # Constructor arguments that a Sparse VD layer adds to its Keras layer's.
-SVD_ARGS = ("threshold", "log_sigma2_initializer", "train_clip", "seed")
+SVD_ARGS = (
+    "threshold",
+    "log_sigma2_initializer",
+    "train_clip",
+    "seed",
+    "group_sparsity",
+)
+# Group variables start at mu = 1, log sigma = -3 (Lobacheva et al.'s code).
+_GROUP_MU_INIT = 1.0
+_GROUP_LOG_SIGMA2_INIT = -6.0
 
 
 class KLWeightNotSetError(RuntimeError):
@@ -57,6 +66,14 @@ class SparseVDLayer(keras.layers.Layer):
         train_clip: if True, pruned weights are also zeroed in the mean of
             the training pass, as in the authors' LeNet runs.
         seed: optional integer seed of the layer's noise.
+        group_sparsity: if True, the layer also gets one multiplicative group
+            variable per input unit (input channel of a convolution), with
+            the same log-uniform prior and KL as the weights (structured
+            Sparse VD, Lobacheva et al. 2017): ``x_i * z_i`` with
+            ``z_i ~ N(mu_i, sigma_i^2)`` drawn per example in training and
+            ``x_i * mu_i * [log_alpha_z < threshold]`` at evaluation. A
+            pruned group removes a whole input unit, hence the unit or
+            filter of the layer before. Weight-level Sparse VD stays on.
         **kwargs: the Keras layer's keyword arguments (``activation``,
             ``use_bias``, initializers, regularizers, constraints, ``name``,
             ``dtype``, ``trainable``).
@@ -66,6 +83,9 @@ class SparseVDLayer(keras.layers.Layer):
     svd_kernels: tuple = ("kernel",)
     #: Config keys the Keras layer does not have.
     svd_config_keys: tuple = SVD_ARGS
+    #: Axis of the first kernel that runs over the layer's input units, for
+    #: ``group_sparsity``; None where the layer cannot have groups.
+    group_kernel_axis: int | None = -2
 
     def __init__(
         self,
@@ -74,8 +94,14 @@ class SparseVDLayer(keras.layers.Layer):
         log_sigma2_initializer: Any = None,
         train_clip: bool = False,
         seed: int | None = None,
+        group_sparsity: bool = False,
         **kwargs: Any,
     ) -> None:
+        if group_sparsity and self.group_kernel_axis is None:
+            raise ValueError(
+                f"`group_sparsity` is not supported by {type(self).__name__}: its "
+                "inputs are not units that a group variable can scale."
+            )
         for name in ("lora_rank", "quantization_config"):
             if kwargs.get(name) is not None:
                 raise ValueError(
@@ -98,6 +124,7 @@ class SparseVDLayer(keras.layers.Layer):
             raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
         self.seed = None if seed is None else int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self.group_sparsity = bool(group_sparsity)
         self._kl_weight_set = False
         self._pending_kl_weight: float | None = None
 
@@ -165,6 +192,98 @@ class SparseVDLayer(keras.layers.Layer):
         if self._pending_kl_weight is not None:
             self.kl_weight.assign(self._pending_kl_weight)
             self._pending_kl_weight = None
+
+    def build(self, input_shape: Any = None) -> None:
+        super().build(input_shape)
+        if self.group_sparsity:
+            self._build_groups(tuple(input_shape))
+
+    # ------------------------------------------------------------------
+    # Group variables (structured Sparse VD).
+    def _group_input_axis(self) -> int:
+        return 1 if getattr(self, "data_format", None) == "channels_first" else -1
+
+    def _group_kernel_axis(self) -> int:
+        return self.group_kernel_axis
+
+    def _build_groups(self, input_shape: tuple) -> None:
+        if getattr(self, "groups", 1) != 1:
+            raise ValueError(
+                f"`group_sparsity` with `groups={self.groups}` is not supported "
+                f"({self.name!r}): use groups=1."
+            )
+        units = input_shape[self._group_input_axis()]
+        if units is None:
+            raise ValueError(
+                f"`group_sparsity` needs the input units of {self.name!r} to be "
+                f"known; got input shape {input_shape}."
+            )
+        self._group_kernel_axis()  # raises where the layer cannot have groups
+        self.group_mu = super().add_weight(
+            name="group_mu",
+            shape=(units,),
+            initializer=keras.initializers.Constant(_GROUP_MU_INIT),
+        )
+        self.group_log_sigma2 = super().add_weight(
+            name="group_log_sigma2",
+            shape=(units,),
+            initializer=keras.initializers.Constant(_GROUP_LOG_SIGMA2_INIT),
+        )
+
+    @property
+    def group_log_alpha(self) -> Any:
+        """Clipped ``log_sigma2_z - log(mu^2 + 1e-8)`` per input unit, float32."""
+        mu = ops.cast(self.group_mu, "float32")
+        log_sigma2 = ops.cast(self.group_log_sigma2, "float32")
+        log_alpha = log_sigma2 - ops.log(ops.square(mu) + _THETA_EPSILON)
+        return ops.clip(log_alpha, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+
+    @property
+    def group_mask(self) -> Any:
+        """1.0 for each kept input unit (``group_log_alpha < threshold``)."""
+        return self._mask(self.group_log_alpha)
+
+    @property
+    def input_units_mask(self) -> Any:
+        """1.0 for each input unit the layer still reads, else 0.0.
+
+        A unit is dropped when its group is pruned or when every weight it
+        feeds (its row of the first kernel) is: either way nothing of it
+        reaches the output.
+        """
+        mask = self.mask_of(self.svd_kernels[0])
+        axis = self._group_kernel_axis() % len(mask.shape)
+        others = tuple(i for i in range(len(mask.shape)) if i != axis)
+        rows = ops.max(mask, axis=others)
+        return rows * self.group_mask if self.group_sparsity else rows
+
+    def group_scale(self) -> Any:
+        """``mu * group_mask``: what evaluation multiplies each input unit by."""
+        return ops.cast(self.group_mu, "float32") * self.group_mask
+
+    def _apply_groups(self, inputs: Any, training: bool) -> Any:
+        axis = self._group_input_axis()
+        rank = len(inputs.shape)
+        broadcast = [1] * rank
+        broadcast[axis] = -1
+        mu = ops.cast(self.group_mu, "float32")
+        log_alpha = self.group_log_alpha
+        mask = self._mask(log_alpha)
+        if not training:
+            scale = mu * mask
+        else:
+            mean = mu * mask if self.train_clip else mu
+            # sigma from the clipped log alpha, as for the weights.
+            sigma = ops.abs(mu) * ops.exp(0.5 * log_alpha)
+            shape = [1] * rank
+            shape[0] = ops.shape(inputs)[0]
+            shape[axis] = inputs.shape[axis]
+            noise = standard_normal(tuple(shape), replica_seed(self.seed_generator))
+            scale = ops.reshape(mean, broadcast) + ops.reshape(sigma, broadcast) * noise
+            broadcast = None
+        if broadcast is not None:
+            scale = ops.reshape(scale, broadcast)
+        return inputs * ops.cast(scale, self.compute_dtype)
 
     def theta(self, kernel_name: str | None = None) -> Any:
         """The kernel variable (theta) called `kernel_name` (default: the first)."""
@@ -298,7 +417,10 @@ class SparseVDLayer(keras.layers.Layer):
                 "`keras_sparsevd.set_kl_weight(model, rw / N)` before a "
                 "custom training loop (N = number of training examples)."
             )
-        outputs = self._forward(self._prepare_inputs(inputs), bool(training))
+        inputs = self._prepare_inputs(inputs)
+        if self.group_sparsity:
+            inputs = self._apply_groups(inputs, bool(training))
+        outputs = self._forward(inputs, bool(training))
         bias = getattr(self, "bias", None)
         if bias is not None:
             outputs = self._add_bias(outputs, ops.cast(bias, self.compute_dtype))
@@ -309,6 +431,8 @@ class SparseVDLayer(keras.layers.Layer):
         kl = sum(
             ops.sum(kl_divergence(self.log_alpha_of(name))) for name in self.svd_kernels
         )
+        if self.group_sparsity:
+            kl = kl + ops.sum(kl_divergence(self.group_log_alpha))
         self.add_loss(kl_weight * kl)
         return outputs
 
@@ -324,6 +448,7 @@ class SparseVDLayer(keras.layers.Layer):
                 ),
                 "train_clip": self.train_clip,
                 "seed": self.seed,
+                "group_sparsity": self.group_sparsity,
             }
         )
         return config

@@ -111,6 +111,9 @@ class BaseConvTransposeSVD(_ConvSVD):
     `Conv3DTransposeSVD`.
     """
 
+    # The kernel is (spatial..., filters, input channels).
+    group_kernel_axis = -1
+
     def _apply_kernel(self, inputs: Any, kernel: Any) -> Any:
         return ops.conv_transpose(
             inputs,

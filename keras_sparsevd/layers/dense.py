@@ -115,3 +115,15 @@ class EinsumDenseSVD(SparseVDLayer, keras.layers.EinsumDense):
 
     def _apply_kernel(self, inputs: Any, kernel: Any) -> Any:
         return ops.einsum(self.equation, inputs, kernel)
+
+    def _group_kernel_axis(self) -> int:
+        # Groups scale the input's last axis: the kernel axis it is summed with.
+        inputs, rest = self.equation.split(",")
+        kernel = rest.split("->")[0].replace("...", "")
+        letter = inputs[-1]
+        if letter not in kernel:
+            raise ValueError(
+                f"`group_sparsity` needs the last input axis of {self.name!r} to be "
+                f"contracted with the kernel; equation {self.equation!r} does not."
+            )
+        return kernel.index(letter) - len(kernel)

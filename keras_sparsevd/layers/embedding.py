@@ -47,6 +47,8 @@ class EmbeddingSVD(SparseVDLayer, keras.layers.Embedding):
     """
 
     svd_kernels = ("embeddings",)
+    # Token ids are not units a group variable could scale.
+    group_kernel_axis = None
 
     def __init__(self, *args: Any, weights: Any = None, **kwargs: Any) -> None:
         if weights is not None:
