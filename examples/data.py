@@ -1,11 +1,22 @@
-"""Datasets for the examples: tensorflow_datasets, or a local folder.
+"""Datasets for the examples: shipped MNIST files, a local folder, or tfds.
 
 Every loader returns ``(x_train, y_train), (x_test, y_test)`` with images as
 float32 in [0, 1] (pixels / 255) in their natural shape, (N, 28, 28, 1) for
 MNIST and (N, 32, 32, 3) for CIFAR, and labels as int32.
 
-A local folder is used when ``data_dir`` is given or the environment variable
-``KERAS_SPARSEVD_DATA_DIR`` is set; then no network is touched. Layouts:
+Where the data comes from (the first rule that applies wins):
+
+1. ``data_dir`` (``--data-dir`` on the command line), else the environment
+   variable ``KERAS_SPARSEVD_DATA_DIR`` if set and non-empty. Its value is
+   either the keyword ``tfds``, which loads with ``tensorflow_datasets``
+   (which downloads on first use), or a local folder; a folder is read
+   offline. (A folder literally named ``tfds`` is reached as ``./tfds``.)
+2. Neither given: MNIST comes from the four official files shipped in
+   ``examples/mnist/`` (offline; their SHA-256 is checked, see
+   ``examples/mnist/README.md``); CIFAR-10 and CIFAR-100 come from
+   ``tensorflow_datasets``.
+
+Local folder layouts:
 
 * MNIST: the official IDX files ``train-images-idx3-ubyte``,
   ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
@@ -19,6 +30,7 @@ A local folder is used when ``data_dir`` is given or the environment variable
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -26,6 +38,8 @@ from pathlib import Path
 import numpy as np
 
 DATA_DIR_ENV = "KERAS_SPARSEVD_DATA_DIR"
+# The `data_dir` (or $KERAS_SPARSEVD_DATA_DIR) value that selects tensorflow_datasets.
+TFDS = "tfds"
 DATASETS = ("mnist", "cifar10", "cifar100")
 NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
 
@@ -34,6 +48,25 @@ MNIST_FILES = {
     "y_train": "train-labels-idx1-ubyte",
     "x_test": "t10k-images-idx3-ubyte",
     "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+# The official MNIST files shipped with the examples, and the SHA-256 of each
+# shipped (gzipped) file; examples/mnist/README.md lists the same values.
+SHIPPED_MNIST_DIR = Path(__file__).resolve().parent / "mnist"
+SHIPPED_MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": (
+        "db8f937d487057fb14a9f0fbe97f0bc8d311ab41b750d41e1ff37c43b9e55e19"
+    ),
+    "train-labels-idx1-ubyte.gz": (
+        "51fc562b6747b666fbf6e84ce29d43c3cb5f9c388c664d43b33f02095313405a"
+    ),
+    "t10k-images-idx3-ubyte.gz": (
+        "cfeddb84311ecf044fc6a5b0f6ee8a24d265d4e83e388400186eb114082f4209"
+    ),
+    "t10k-labels-idx1-ubyte.gz": (
+        "e41c74e484045d39b462a7790a4af51301bd9b0b24f0154798d713ec68c45920"
+    ),
 }
 
 
@@ -49,9 +82,11 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Split, S
 
     Args:
         name: the dataset.
-        data_dir: a local folder with the files (see the module docstring).
-            Defaults to ``$KERAS_SPARSEVD_DATA_DIR``; if neither is set, the
-            data comes from ``tensorflow_datasets``.
+        data_dir: a local folder with the files, or ``"tfds"`` for
+            ``tensorflow_datasets`` (see the module docstring). Defaults to
+            ``$KERAS_SPARSEVD_DATA_DIR``; if neither is set, MNIST is read
+            from the files shipped in ``examples/mnist/`` and CIFAR comes
+            from ``tensorflow_datasets``.
 
     Returns:
         ``(x_train, y_train), (x_test, y_test)``.
@@ -61,17 +96,46 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Split, S
     if data_dir is None:
         data_dir = os.environ.get(DATA_DIR_ENV) or None
     if data_dir is None:
+        if name == "mnist":
+            return load_shipped_mnist()
+        return _load_tfds(name)
+    if isinstance(data_dir, str) and data_dir.strip().lower() == TFDS:
         return _load_tfds(name)
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
         raise DataError(
             f"Data folder {str(folder)!r} (from `--data-dir` or ${DATA_DIR_ENV}) "
             f"does not exist or is not a folder. For {name} it should hold "
-            f"{_expected(name)}."
+            f"{_expected(name)}; or use {TFDS!r} for tensorflow_datasets."
         )
     if name == "mnist":
+        if folder.resolve() == SHIPPED_MNIST_DIR:
+            return load_shipped_mnist()
         return load_mnist_idx(folder)
     return load_cifar_pickle(folder, name)
+
+
+def load_shipped_mnist() -> tuple[Split, Split]:
+    """Reads the MNIST files shipped in ``examples/mnist/``, checking SHA-256."""
+    for filename, expected in SHIPPED_MNIST_SHA256.items():
+        path = SHIPPED_MNIST_DIR / filename
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as e:
+            raise DataError(
+                f"Shipped MNIST file {str(path)!r} cannot be read ({e}). Restore "
+                "examples/mnist/ from the repository, or give another source "
+                f"with `--data-dir` or ${DATA_DIR_ENV}."
+            ) from None
+        if digest != expected:
+            raise DataError(
+                f"Shipped MNIST file {str(path)!r} has SHA-256 {digest}, expected "
+                f"{expected} (see examples/mnist/README.md): the file is damaged "
+                "or replaced (a Git LFS pointer?). Restore it from the "
+                f"repository, or give another source with `--data-dir` or "
+                f"${DATA_DIR_ENV}."
+            )
+    return load_mnist_idx(SHIPPED_MNIST_DIR)
 
 
 def _expected(name: str) -> str:
@@ -196,13 +260,22 @@ def load_cifar_pickle(folder: str | os.PathLike, name: str) -> tuple[Split, Spli
     return read(train_files), read(test_files)
 
 
+def _shipped_hint(name: str) -> str:
+    if name != "mnist":
+        return ""
+    return (
+        f"; or, for MNIST, give neither (nor {TFDS!r}) to read the files shipped "
+        "in examples/mnist/"
+    )
+
+
 def _load_tfds(name: str) -> tuple[Split, Split]:
     try:
         import tensorflow_datasets as tfds
     except ImportError:
         raise DataError(
             "tensorflow_datasets is not installed: install it, or give a local "
-            f"folder with `--data-dir` or ${DATA_DIR_ENV}."
+            f"folder with `--data-dir` or ${DATA_DIR_ENV}{_shipped_hint(name)}."
         ) from None
     try:
         splits = tfds.load(
@@ -212,7 +285,7 @@ def _load_tfds(name: str) -> tuple[Split, Split]:
         raise DataError(
             f"tensorflow_datasets could not load {name!r} ({type(e).__name__}: "
             f"{e}). Without network access give a local folder with `--data-dir` "
-            f"or ${DATA_DIR_ENV}, holding {_expected(name)}."
+            f"or ${DATA_DIR_ENV}, holding {_expected(name)}{_shipped_hint(name)}."
         ) from None
     out = []
     for images, labels in tfds.as_numpy(splits):

@@ -1,6 +1,6 @@
 """Sparse VD on two MultiWorkerMirroredStrategy workers on this machine.
 
-    python -m examples.multi_worker --data-dir ../shared/data/mnist
+    python -m examples.multi_worker
 
 Starts two worker processes that find each other on 127.0.0.1 through
 ``TF_CONFIG`` (what a cluster of machines does with their host names) and
@@ -151,7 +151,11 @@ def launch(args: argparse.Namespace) -> int:
 def main(argv: list | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m examples.multi_worker")
     p.add_argument("--worker", action="store_true", help="run as one worker")
-    p.add_argument("--data-dir", default=None, help="local MNIST folder")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="MNIST folder (default: the shipped examples/mnist)",
+    )
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=100, help="global batch")
     p.add_argument("--lr", type=float, default=1e-3)

@@ -1,7 +1,9 @@
 """Trains one of the paper's models with `model.fit` and writes a run folder.
 
-    python -m examples.train --model lenet300 --dataset mnist \
-        --data-dir ../shared/data/mnist
+    python -m examples.train --model lenet300 --dataset mnist
+
+MNIST comes from the files shipped in ``examples/mnist/`` unless ``--data-dir``
+says otherwise (see `examples.data`).
 
 The run folder (``--out``, default ``runs/<model>-<dataset>-<variant>-seed<seed>``)
 receives ``model.keras``, ``history.csv`` (loss, accuracy, test error,
@@ -180,8 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir",
         default=None,
-        help=f"local data folder (else ${data_lib.DATA_DIR_ENV}, else "
-        "tensorflow_datasets)",
+        help=f"local data folder, or {data_lib.TFDS!r} to load with "
+        f"tensorflow_datasets (default: ${data_lib.DATA_DIR_ENV} if set; else "
+        "MNIST from the files shipped in examples/mnist/, offline, and CIFAR "
+        "from tensorflow_datasets)",
     )
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=100)

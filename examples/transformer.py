@@ -1,6 +1,6 @@
 """A small Transformer on MNIST rows, trained dense, sparsified, fine-tuned.
 
-    python -m examples.transformer --data-dir ../shared/data/mnist
+    python -m examples.transformer
 
 Each image is a sequence of 28 tokens (its rows, 28 pixels each). The model:
 a row projection with a learned position bias (`EinsumDense`), one
@@ -111,7 +111,13 @@ def serve_without_package(saved_model: Path, x: np.ndarray, expected: np.ndarray
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m examples.transformer")
-    p.add_argument("--data-dir", default=None, help="local MNIST folder")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"local MNIST folder, or {data_lib.TFDS!r} for tensorflow_datasets "
+        f"(default: ${data_lib.DATA_DIR_ENV} if set, else the files shipped in "
+        "examples/mnist/)",
+    )
     p.add_argument("--dense-epochs", type=int, default=10)
     p.add_argument("--sparse-epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=1e-3)

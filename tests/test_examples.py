@@ -262,6 +262,134 @@ def test_tfds_failure_names_the_local_folder_way_out(monkeypatch):
     assert "data_batch_1" in str(info.value)
 
 
+def _tfds_must_not_be_called(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("tensorflow_datasets was called")
+
+    monkeypatch.setattr(tfds, "load", forbidden)
+
+
+def test_mnist_defaults_to_the_shipped_files_offline(monkeypatch):
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    _tfds_must_not_be_called(monkeypatch)
+    read = []
+    real = data.load_mnist_idx
+    monkeypatch.setattr(
+        data, "load_mnist_idx", lambda folder: read.append(folder) or real(folder)
+    )
+    (x_train, y_train), (x_test, y_test) = data.load("mnist")
+    assert read == [data.SHIPPED_MNIST_DIR]
+    assert data.SHIPPED_MNIST_DIR.parts[-2:] == ("examples", "mnist")
+    assert x_train.shape == (60000, 28, 28, 1) and x_test.shape == (10000, 28, 28, 1)
+    assert x_train.dtype == np.float32 and y_train.dtype == np.int32
+    assert 0.0 <= x_train.min() and x_train.max() == 1.0
+    np.testing.assert_array_equal(np.unique(y_test), np.arange(10))
+    # An empty environment variable counts as unset.
+    monkeypatch.setenv(data.DATA_DIR_ENV, "")
+    assert len(data.load("mnist")[1][0]) == 10000
+
+
+def test_shipped_mnist_checksums_match_files_and_readme():
+    import hashlib
+
+    readme = (data.SHIPPED_MNIST_DIR / "README.md").read_text()
+    for filename, digest in data.SHIPPED_MNIST_SHA256.items():
+        path = data.SHIPPED_MNIST_DIR / filename
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, filename
+        assert f"{digest}  {filename}" in readme, filename
+    assert "CC BY-SA 3.0" in readme
+
+
+def test_shipped_mnist_mismatch_or_missing_file_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    wrong = dict(data.SHIPPED_MNIST_SHA256, **{"t10k-labels-idx1-ubyte.gz": "0" * 64})
+    monkeypatch.setattr(data, "SHIPPED_MNIST_SHA256", wrong)
+    with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.gz.*SHA-256"):
+        data.load("mnist")
+    monkeypatch.setattr(data, "SHIPPED_MNIST_DIR", tmp_path)
+    with pytest.raises(data.DataError, match="train-images-idx3-ubyte.gz"):
+        data.load("mnist")
+
+
+def test_env_and_data_dir_take_precedence_over_the_shipped_files(tmp_path, monkeypatch):
+    _tfds_must_not_be_called(monkeypatch)
+    make_mnist_folder(tmp_path / "env", n_train=30, n_test=7)
+    make_mnist_folder(tmp_path / "flag", n_train=40, n_test=9)
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "env"))
+    (x_train, _), (x_test, _) = data.load("mnist")
+    assert (len(x_train), len(x_test)) == (30, 7)
+    (x_train, _), (x_test, _) = data.load("mnist", tmp_path / "flag")
+    assert (len(x_train), len(x_test)) == (40, 9)
+    monkeypatch.delenv(data.DATA_DIR_ENV)
+    (x_train, _), _ = data.load("mnist", str(tmp_path / "flag"))
+    assert len(x_train) == 40
+
+
+def _fake_tfds(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    calls = []
+
+    def fake_load(name, **kwargs):
+        calls.append(name)
+        split = (np.full((3, 28, 28, 1), 255, np.uint8), np.arange(3, dtype=np.int64))
+        return [split, split]
+
+    monkeypatch.setattr(tfds, "load", fake_load)
+    monkeypatch.setattr(tfds, "as_numpy", lambda tree: tree)
+    return calls
+
+
+def test_tfds_keyword_routes_mnist_to_tensorflow_datasets(monkeypatch):
+    calls = _fake_tfds(monkeypatch)
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    (x_train, y_train), _ = data.load("mnist", "tfds")
+    assert calls == ["mnist"]
+    assert x_train.shape == (3, 28, 28, 1) and x_train.max() == 1.0
+    assert y_train.dtype == np.int32
+    monkeypatch.setenv(data.DATA_DIR_ENV, data.TFDS)
+    data.load("mnist")
+    # With no source given, CIFAR still comes from tensorflow_datasets.
+    monkeypatch.delenv(data.DATA_DIR_ENV)
+    data.load("cifar10")
+    assert calls == ["mnist", "mnist", "cifar10"]
+
+
+def test_tfds_keyword_offline_error_points_to_the_shipped_files(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    with pytest.raises(data.DataError, match="tensorflow_datasets") as info:
+        data.load("mnist", "tfds")
+    assert "examples/mnist" in str(info.value)
+
+
+def test_train_without_data_flag_reads_the_shipped_mnist(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    _tfds_must_not_be_called(monkeypatch)
+    assert train.build_parser().parse_args([]).data_dir is None
+    assert "tfds" in train.build_parser().format_help()
+    small = make_mnist_folder(tmp_path / "small", n_train=60, n_test=20)
+    used = []
+
+    def shipped():
+        used.append(True)
+        return data.load_mnist_idx(tmp_path / "small")
+
+    monkeypatch.setattr(data, "load_shipped_mnist", shipped)
+    report = train.main(
+        ["--model", "lenet300", "--epochs", "1", "--no-plots", "--verbose", "0"]
+        + ["--out", str(tmp_path / "run")]
+    )
+    assert used == [True] and len(small["y_test"]) == 20
+    assert report["dataset"] == "mnist"
+
+
 def test_results_table_lists_runs_beside_the_paper(tmp_path):
     from examples import results_table
 
