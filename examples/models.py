@@ -44,8 +44,13 @@ def lenet300(
     mean_image: np.ndarray | None = None,
     threshold: float = 3.0,
     train_clip: bool = True,
+    structured: bool = False,
 ) -> keras.Model:
-    """LeNet-300-100: 784-300-100-10, ReLU; all layers Sparse VD if `sparse`."""
+    """LeNet-300-100: 784-300-100-10, ReLU; all layers Sparse VD if `sparse`.
+
+    With `structured`, every Sparse VD layer also has group variables on its
+    input units (``group_sparsity=True``), so whole units are pruned.
+    """
 
     def dense(units: int, activation: str | None, name: str) -> keras.layers.Layer:
         if sparse:
@@ -54,6 +59,7 @@ def lenet300(
                 activation=activation,
                 threshold=threshold,
                 train_clip=train_clip,
+                group_sparsity=structured,
                 name=name,
             )
         return keras.layers.Dense(units, activation=activation, name=name)
@@ -78,9 +84,18 @@ def lenet5(
     mean_image: np.ndarray | None = None,
     threshold: float = 3.0,
     train_clip: bool = True,
+    structured: bool = False,
 ) -> keras.Model:
-    """LeNet-5-Caffe: conv 20@5x5, pool, conv 50@5x5, pool, dense 500, dense 10."""
-    svd = {"threshold": threshold, "train_clip": train_clip} if sparse else {}
+    """LeNet-5-Caffe: conv 20@5x5, pool, conv 50@5x5, pool, dense 500, dense 10.
+
+    With `structured`, every Sparse VD layer also has group variables on its
+    input channels or units (``group_sparsity=True``).
+    """
+    svd = (
+        {"threshold": threshold, "train_clip": train_clip, "group_sparsity": structured}
+        if sparse
+        else {}
+    )
     conv = ksvd.Conv2DSVD if sparse else keras.layers.Conv2D
     dense = ksvd.DenseSVD if sparse else keras.layers.Dense
     return keras.Sequential(

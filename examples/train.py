@@ -229,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zca-epsilon", type=float, default=1e-2)
     p.add_argument("--threshold", type=float, default=3.0)
     p.add_argument(
+        "--structured",
+        action="store_true",
+        help="LeNets: group variables on every layer's inputs, so that whole "
+        "units and filters are pruned (structured Sparse VD)",
+    )
+    p.add_argument(
         "--no-train-clip",
         action="store_true",
         help="do not zero pruned weights in the training mean (LeNets)",
@@ -261,6 +267,8 @@ def main(argv: list | None = None) -> dict:
         raise SystemExit("--epochs must be positive")
     if args.init_from and args.variant != "svd":
         raise SystemExit("--init-from applies to --variant svd only")
+    if args.structured and (args.variant != "svd" or args.model == "vgglike"):
+        raise SystemExit("--structured applies to the LeNets with --variant svd")
     if args.model in ("lenet300", "lenet5") and args.dataset != "mnist":
         raise SystemExit(f"--model {args.model} is for --dataset mnist")
     scope, is_chief, engine = distribute.setup(args)
@@ -271,7 +279,9 @@ def main(argv: list | None = None) -> dict:
         keras.mixed_precision.set_global_policy(args.mixed_precision)
 
     out = Path(
-        args.out or f"runs/{args.model}-{args.dataset}-{args.variant}-seed{args.seed}"
+        args.out
+        or f"runs/{args.model}-{args.dataset}-{args.variant}"
+        f"{'-structured' if args.structured else ''}-seed{args.seed}"
     )
     if not is_chief:
         # Every worker writes its checkpoints; only the chief's are the run's.
@@ -302,6 +312,7 @@ def main(argv: list | None = None) -> dict:
                     -10.0 if args.log_sigma2_init is None else args.log_sigma2_init
                 ),
                 train_clip=not args.no_train_clip,
+                structured=args.structured,
             )
         elif args.model in ("lenet300", "lenet5"):
             mean_image = None if args.no_mean_image else x_train.mean(axis=0)
@@ -312,6 +323,7 @@ def main(argv: list | None = None) -> dict:
                 mean_image=mean_image,
                 threshold=args.threshold,
                 train_clip=not args.no_train_clip,
+                structured=args.structured,
             )
         else:
             log_sigma2 = args.log_sigma2_init

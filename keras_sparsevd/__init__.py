@@ -35,7 +35,12 @@ from keras_sparsevd.layers import (
     SeparableConv2DSVD,
     SparseVDLayer,
 )
-from keras_sparsevd.model_helpers import get_kl_weight, set_kl_weight, svd_layers
+from keras_sparsevd.model_helpers import (
+    NonFiniteWeightsError,
+    get_kl_weight,
+    set_kl_weight,
+    svd_layers,
+)
 from keras_sparsevd.registry import register_layer_pair
 from keras_sparsevd.report import LayerSparsity, SparsityReport, sparsity_report
 from keras_sparsevd.sparsify import sparsify
@@ -62,6 +67,7 @@ __all__ = [
     "KLWeightNotSetError",
     "LayerSparsity",
     "MultiHeadAttentionSVD",
+    "NonFiniteWeightsError",
     "SeparableConv1DSVD",
     "SeparableConv2DSVD",
     "SizeEntry",

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import keras
+import numpy as np
 
-from keras_sparsevd.model_helpers import set_kl_weight
+from keras_sparsevd.model_helpers import (
+    NonFiniteWeightsError,
+    check_finite,
+    set_kl_weight,
+)
 from keras_sparsevd.report import sparsity_report
 
 
@@ -22,11 +29,18 @@ class KLScheduler(keras.callbacks.Callback):
     epoch's logs as ``kl_rw``.
 
     Args:
-        num_train_examples: N, the number of examples in the training set.
+        num_train_examples: N, the number of examples in the training set: a
+            positive integer (Python or NumPy, or an integer-valued float such
+            as ``1000.0``; stored as an int).
         start_epoch: first epoch (0-based) of the ramp; rw is 0 before it.
+            An integer >= 0 (integer-valued floats are accepted).
         end_epoch: epoch at which rw reaches ``max_rw``. Equal to
-            ``start_epoch`` for no ramp.
-        max_rw: final value of rw (1.0 in the paper).
+            ``start_epoch`` for no ramp. An integer >= ``start_epoch``.
+        max_rw: final value of rw (1.0 in the paper), a finite number >= 0.
+
+    Raises:
+        ValueError: naming the argument, for a bool, string, NaN, non-integral
+            or out-of-range value, and for an infinite ``max_rw``.
 
     Example:
 
@@ -42,25 +56,32 @@ class KLScheduler(keras.callbacks.Callback):
         max_rw: float = 1.0,
     ) -> None:
         super().__init__()
-        if (
-            isinstance(num_train_examples, bool)
-            or not isinstance(num_train_examples, int)
-            or num_train_examples <= 0
-        ):
+        n = _integer(num_train_examples)
+        if n is None or n <= 0:
             raise ValueError(
                 "`num_train_examples` must be the positive number of training "
-                f"examples (N), got {num_train_examples!r}."
+                f"examples (N), an integer, got {num_train_examples!r}."
             )
-        if start_epoch < 0 or end_epoch < start_epoch:
+        start = _integer(start_epoch)
+        if start is None or start < 0:
             raise ValueError(
-                "`start_epoch` and `end_epoch` must satisfy 0 <= start_epoch <= "
-                f"end_epoch, got start_epoch={start_epoch}, end_epoch={end_epoch}."
+                "`start_epoch` must be an integer >= 0 (the 0-based epoch where "
+                f"the KL warm-up starts), got {start_epoch!r}."
             )
-        if not max_rw >= 0:
-            raise ValueError(f"`max_rw` must be >= 0, got {max_rw!r}.")
-        self.num_train_examples = num_train_examples
-        self.start_epoch = int(start_epoch)
-        self.end_epoch = int(end_epoch)
+        end = _integer(end_epoch)
+        if end is None or end < start:
+            raise ValueError(
+                f"`end_epoch` must be an integer >= start_epoch ({start}), the "
+                f"epoch where the warm-up reaches max_rw, got {end_epoch!r}."
+            )
+        if not _is_real(max_rw) or not math.isfinite(max_rw) or not max_rw >= 0:
+            raise ValueError(
+                "`max_rw` must be a finite number >= 0 (1.0 in the paper), got "
+                f"{max_rw!r}."
+            )
+        self.num_train_examples = n
+        self.start_epoch = start
+        self.end_epoch = end
         self.max_rw = float(max_rw)
         self._rw = 0.0
 
@@ -100,6 +121,21 @@ class KLScheduler(keras.callbacks.Callback):
         }
 
 
+def _is_real(value: Any) -> bool:
+    """Whether `value` is a real number (Python or NumPy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _integer(value: Any) -> int | None:
+    """`value` as an int if it is an integer or an integer-valued float."""
+    if not _is_real(value):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    value = float(value)
+    return int(value) if value.is_integer() else None  # False for NaN, inf
+
+
 class SparsityLogger(keras.callbacks.Callback):
     """Puts the sparsity of the Sparse VD layers into each epoch's logs.
 
@@ -107,6 +143,16 @@ class SparsityLogger(keras.callbacks.Callback):
     pruned, 0..1), ``compression`` (total / kept weights) and
     ``sparsity/<layer name>`` to the logs, so the progress bar, `History`,
     `CSVLogger` and `TensorBoard` placed after it all record them.
+
+    A diverged run is not reported as sparse: if a Sparse VD layer's
+    weights (theta, ``log_sigma2`` or bias) hold NaN or inf at an epoch end,
+    training stops there with `NonFiniteWeightsError` (both a `RuntimeError`,
+    as ``keras.callbacks.TerminateOnNaN(raise_error=True)`` raises, and a
+    `ValueError`) naming the layer and the weight. The epoch's logs are not
+    passed on to the callbacks after it, so `History` and `CSVLogger` never
+    record the meaningless 100% sparsity. The check runs at epoch ends only,
+    as checking every batch would copy all weights off the device each step;
+    add ``keras.callbacks.TerminateOnNaN()`` to stop at the first NaN loss.
 
     Example:
 
@@ -116,9 +162,18 @@ class SparsityLogger(keras.callbacks.Callback):
     """
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        try:
+            # Checks the weights are finite first (one pass over them).
+            report = sparsity_report(self.model)
+        except NonFiniteWeightsError:
+            # The same error, saying that training stops here.
+            check_finite(
+                self.model,
+                f"go on training after epoch {epoch + 1} (stopped by SparsityLogger)",
+            )
+            raise
         if logs is None:
             return
-        report = sparsity_report(self.model)
         logs["sparsity"] = report.sparsity
         logs["compression"] = report.compression
         for layer in report.layers:

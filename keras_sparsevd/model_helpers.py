@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 
 from keras_sparsevd.layers.base import SparseVDLayer
 
@@ -50,6 +51,73 @@ def no_svd_layer_error(model: keras.layers.Layer, what: str) -> ValueError:
         f"layer: {what}. Build it with the `...SVD` layers, or convert a "
         "trained model with `keras_sparsevd.sparsify(model)`."
     )
+
+
+class NonFiniteWeightsError(ValueError, RuntimeError):
+    """A Sparse VD layer holds NaN or infinite weights (`check_finite`).
+
+    A `ValueError` for the functions that refuse such a model
+    (`sparsity_report`, `strip_sparsevd`) and a `RuntimeError`, as Keras'
+    ``TerminateOnNaN(raise_error=True)`` raises, for `SparsityLogger`, which
+    stops training with it: ``except ValueError`` and ``except RuntimeError``
+    both catch it.
+    """
+
+
+def check_finite(model: keras.layers.Layer, action: str) -> None:
+    """Raises if a Sparse VD layer of `model` holds NaN or infinite weights.
+
+    Looks at every kernel (theta), its ``log_sigma2`` and the bias of every
+    built Sparse VD layer, one NumPy pass per variable; unbuilt layers have
+    no weights and are skipped. A non-finite theta or ``log_sigma2`` makes
+    ``log_alpha`` NaN and every mask 0, so a diverged model (one NaN pixel in
+    the training data is enough) would otherwise read as 100% sparse.
+
+    Args:
+        model: a Keras model or layer.
+        action: what the caller was about to do, for the message ("report
+            sparsity", "strip", ...).
+
+    Raises:
+        NonFiniteWeightsError: naming the first such layer (``report_name``)
+            and weight, and what to do about it.
+    """
+    for layer in svd_layers(model):
+        if not layer.built:
+            continue
+        for variable, what in _checked_variables(layer):
+            values = keras.ops.convert_to_numpy(variable)
+            if not np.issubdtype(values.dtype, np.floating):
+                values = values.astype("float32")  # bfloat16 and the like
+            finite = np.isfinite(values)
+            if finite.all():
+                continue
+            bad = int(values.size - np.count_nonzero(finite))
+            raise NonFiniteWeightsError(
+                f"Cannot {action}: Sparse VD layer {report_name(layer)!r} "
+                f"({type(layer).__name__}) has non-finite values in its {what} "
+                f"({bad} of {values.size} are NaN or inf), so its sparsity and "
+                "weights mean nothing. A diverged training run leaves this: "
+                "check the training data for NaN/inf (`np.isfinite(x).all()`, "
+                "inputs and targets), lower the learning rate, and restart from "
+                "a checkpoint saved before the divergence (or from scratch)."
+            )
+
+
+def _checked_variables(layer: SparseVDLayer):
+    """``(variable, description)`` for each kernel, log_sigma2 and the bias."""
+    for name in layer.svd_kernels:
+        yield layer.theta(name), f"weight {name!r} (theta)"
+        yield (
+            layer.log_sigma2_of(name),
+            f"weight {layer.log_sigma2_name(name)!r} (log_sigma2 of {name!r})",
+        )
+    bias = getattr(layer, "bias", None)
+    if bias is not None:
+        yield bias, "weight 'bias'"
+    if layer.group_sparsity:
+        yield layer.group_mu, "weight 'group_mu'"
+        yield layer.group_log_sigma2, "weight 'group_log_sigma2'"
 
 
 def set_kl_weight(model: keras.layers.Layer, value: float) -> None:

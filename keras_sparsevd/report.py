@@ -8,7 +8,12 @@ import math
 import keras
 import numpy as np
 
-from keras_sparsevd.model_helpers import no_svd_layer_error, report_name, svd_layers
+from keras_sparsevd.model_helpers import (
+    check_finite,
+    no_svd_layer_error,
+    report_name,
+    svd_layers,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +130,9 @@ def sparsity_report(model: keras.layers.Layer) -> SparsityReport:
 
     Raises:
         ValueError: if `model` has no Sparse VD layer or one is not built.
+        NonFiniteWeightsError: (a ValueError) if a Sparse VD layer holds NaN
+            or infinite weights (a diverged run): their masks would all be 0
+            and the model would read as 100% sparse.
 
     Example:
 
@@ -133,13 +141,15 @@ def sparsity_report(model: keras.layers.Layer) -> SparsityReport:
     layers = svd_layers(model)
     if not layers:
         raise no_svd_layer_error(model, "there is no sparsity to report")
-    rows = []
     for layer in layers:
         if not layer.built:
             raise ValueError(
                 f"Layer {layer.name!r} is not built yet: call the model on data "
                 "(or build it with an input shape) before asking for its sparsity."
             )
+    check_finite(model, "report sparsity")
+    rows = []
+    for layer in layers:
         masks = [keras.ops.convert_to_numpy(m) for m in layer.kernel_masks.values()]
         rows.append(
             LayerSparsity(

@@ -90,6 +90,8 @@ def strip_sparsevd(model: keras.Model, compact: bool = False) -> keras.Model:
             layer by layer), is not built, holds no Sparse VD layer, holds a
             Sparse VD layer of an unregistered class (a user's subclass of
             `DenseSVD`), or a layer that cannot be re-created from its config.
+        NonFiniteWeightsError: (a ValueError) if a Sparse VD weight is NaN or
+            infinite (a diverged run): it names the layer.
 
     Example:
 
