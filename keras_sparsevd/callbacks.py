@@ -141,7 +141,8 @@ class SparsityLogger(keras.callbacks.Callback):
 
     At every epoch end it adds ``sparsity`` (fraction of Sparse VD weights
     pruned, 0..1), ``compression`` (total / kept weights) and
-    ``sparsity/<layer name>`` to the logs, so the progress bar, `History`,
+    ``sparsity/<layer name>`` and ``inputs_kept/<layer name>`` (input units
+    or channels the layer still reads) to the logs, so the progress bar, `History`,
     `CSVLogger` and `TensorBoard` placed after it all record them.
 
     A diverged run is not reported as sparse: if a Sparse VD layer's
@@ -178,6 +179,8 @@ class SparsityLogger(keras.callbacks.Callback):
         logs["compression"] = report.compression
         for layer in report.layers:
             logs[f"sparsity/{layer.name}"] = layer.sparsity
+            if layer.inputs is not None:
+                logs[f"inputs_kept/{layer.name}"] = layer.inputs_kept
 
     def get_config(self) -> dict[str, Any]:
         return {}

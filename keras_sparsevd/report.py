@@ -24,6 +24,11 @@ class LayerSparsity:
     class_name: str
     weights: int
     kept: int
+    #: Input units (input channels of a convolution) and how many the layer
+    #: still reads: a unit goes when its group variable is pruned or all the
+    #: weights it feeds are. None where inputs are not units (Embedding).
+    inputs: int | None = None
+    inputs_kept: int | None = None
 
     @property
     def sparsity(self) -> float:
@@ -72,6 +77,8 @@ class SparsityReport:
                     "weights": layer.weights,
                     "kept": layer.kept,
                     "sparsity": layer.sparsity,
+                    "inputs": layer.inputs,
+                    "inputs_kept": layer.inputs_kept,
                 }
                 for layer in self.layers
             ],
@@ -90,6 +97,7 @@ class SparsityReport:
                 f"{layer.weights:,}",
                 f"{layer.kept:,}",
                 f"{100 * layer.sparsity:.2f}%",
+                "" if layer.inputs is None else f"{layer.inputs_kept}/{layer.inputs}",
             )
             for layer in self.layers
         ]
@@ -100,10 +108,11 @@ class SparsityReport:
                 f"{self.total_weights:,}",
                 f"{self.total_kept:,}",
                 f"{100 * self.sparsity:.2f}%",
+                "",
             )
         )
-        header = ("layer", "type", "weights", "kept", "sparsity")
-        widths = [max(len(r[i]) for r in rows + [header]) for i in range(5)]
+        header = ("layer", "type", "weights", "kept", "sparsity", "inputs kept")
+        widths = [max(len(r[i]) for r in rows + [header]) for i in range(6)]
 
         def fmt(row: tuple) -> str:
             cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
@@ -151,12 +160,25 @@ def sparsity_report(model: keras.layers.Layer) -> SparsityReport:
     rows = []
     for layer in layers:
         masks = [keras.ops.convert_to_numpy(m) for m in layer.kernel_masks.values()]
+        inputs = _input_units(layer)
         rows.append(
             LayerSparsity(
                 name=report_name(layer),
                 class_name=type(layer).__name__,
                 weights=sum(int(mask.size) for mask in masks),
                 kept=sum(int(np.count_nonzero(mask)) for mask in masks),
+                inputs=None if inputs is None else int(inputs.size),
+                inputs_kept=None if inputs is None else int(np.count_nonzero(inputs)),
             )
         )
     return SparsityReport(layers=tuple(rows))
+
+
+def _input_units(layer) -> np.ndarray | None:
+    if layer.group_kernel_axis is None:
+        return None
+    try:
+        return keras.ops.convert_to_numpy(layer.input_units_mask)
+    except ValueError:
+        # An einsum whose last input axis is not summed with the kernel.
+        return None

@@ -110,6 +110,10 @@ def test_compaction_removes_pruned_groups_with_identical_predictions(tmp_path):
     _prune_groups(fc2, np.array([1] * 5 + [0] * 7, bool))
     x = rng.random((5, 10, 10, 3)).astype("float32")
     expected = model.predict(x, verbose=0)
+    rows = {row.name: row for row in ksvd.sparsity_report(model).layers}
+    assert (rows["c2"].inputs, rows["c2"].inputs_kept) == (8, 5)
+    assert (rows["fc2"].inputs, rows["fc2"].inputs_kept) == (12, 5)
+    assert "5/8" in str(ksvd.sparsity_report(model))
     plain = ksvd.strip_sparsevd(model)
     assert [type(layer).__name__ for layer in plain.layers] == [
         "Conv2D",
