@@ -53,14 +53,17 @@ def _twin(model_name: str, strategy) -> keras.Model:
     return model
 
 
-def measure(model_name: str, settings: dict) -> dict:
-    devices = [d.name for d in tf.config.list_logical_devices("GPU")][:2] or [
-        d.name for d in tf.config.list_logical_devices("CPU")
-    ][:2]
-    strategies = {
-        "1 replica": tf.distribute.get_strategy(),
-        "2 replicas": tf.distribute.MirroredStrategy(devices),
-    }
+def replica_devices() -> list:
+    """The first two GPUs, or the two logical CPU devices."""
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    return (
+        gpus[:2]
+        if len(gpus) >= 2
+        else [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    )
+
+
+def measure(model_name: str, settings: dict, strategies: dict) -> dict:
     rng = np.random.default_rng(0)
     x = rng.random((10 * BATCH_SIZE, 28, 28, 1)).astype("float32")
     y = rng.integers(0, 10, len(x))
@@ -79,7 +82,6 @@ def measure(model_name: str, settings: dict) -> dict:
     samples = common.interleaved(fns, calls, settings["rounds"])
     per_second = {n: [len(x) / s for s in v] for n, v in samples.items()}
     return {
-        "devices": devices,
         "examples_per_second": {n: common.median(v) for n, v in per_second.items()},
         "ratio_2_to_1": common.paired_ratio(
             per_second["2 replicas"], per_second["1 replica"]
@@ -98,7 +100,14 @@ def main(argv: list | None = None) -> dict:
     settings, models = common.settings_and_models(
         parser, args, DEFAULTS, QUICK, MODELS, ("lenet300",)
     )
-    results = {name: measure(name, settings) for name in models}
+    devices = replica_devices()
+    # One strategy for the whole run: a second MirroredStrategy over the same
+    # devices would reuse the first one's collective keys.
+    strategies = {
+        "1 replica": tf.distribute.get_strategy(),
+        "2 replicas": tf.distribute.MirroredStrategy(devices),
+    }
+    results = {name: measure(name, settings, strategies) for name in models}
     rows = [
         (
             name,
@@ -108,7 +117,7 @@ def main(argv: list | None = None) -> dict:
         )
         for name, r in results.items()
     ]
-    print(f"devices: {results[models[0]]['devices']}")
+    print(f"devices: {devices}")
     print(
         common.format_table(
             ("model", "1 replica ex/s", "2 replicas ex/s", "2 / 1"), rows
@@ -117,6 +126,7 @@ def main(argv: list | None = None) -> dict:
     report = {
         "environment": common.environment(),
         "settings": settings,
+        "devices": devices,
         "results": results,
     }
     common.save_report(args.json, report)
