@@ -14,6 +14,11 @@ For LeNet-300-100 and LeNet-5-Caffe this compares, side by side:
   stores only the kept weights, but it loads into dense Keras layers, so it
   runs as fast as ``compact``: it is measured to show exactly that.
 
+- ``dense``: the dense model of the same architecture built from plain
+  Keras layers (``examples.models.<name>(sparse=False)``, fresh weights):
+  what a user would serve without Sparse VD. Speed depends only on its
+  shapes; speed-ups "vs dense" are against it.
+
 Latency is at batch 1, throughput at batch 100. Every variant is called the
 same way: ``model(x, training=False)`` inside one ``tf.function`` per variant
 and batch size (no XLA), its output fetched as numpy after each call. After
@@ -23,10 +28,11 @@ ratios against ``svd (eval)``. Bytes on disk come from
 `keras_sparsevd.size_report`.
 
 Models: the first ``*.keras`` file of ``--model-dir`` (default ``results/``)
-whose name contains ``lenet300`` or ``lenet5`` and which holds Sparse VD
-layers. Without one, a freshly initialised model is given the paper's
-per-layer sparsity by setting ``log_sigma2`` (``log_alpha`` = +6 for pruned
-weights, -6 for kept ones), with the kept weights placed at random among a
+whose name contains ``lenet300`` or ``lenet5`` (and ``--match``, if given,
+e.g. ``--match structured``) and which holds Sparse VD layers. Without one,
+a freshly initialised model is given the paper's per-layer sparsity by
+setting ``log_sigma2`` (``log_alpha`` = +6 for pruned weights, -6 for kept
+ones), with the kept weights placed at random among a
 set of surviving units (`SYNTHETIC_PLANS`), as in a trained net where whole
 units die. The output says which source each model came from. Speed depends
 on the shapes only, except for the compact model, whose shapes depend on the
@@ -35,7 +41,7 @@ dead units.
 Usage:
 
     python -m benchmarks.inference [--quick] [--json OUT.json]
-        [--model-dir DIR] [--rounds N] [--round-seconds S]
+        [--model-dir DIR] [--match TEXT] [--rounds N] [--round-seconds S]
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from examples import models as zoo
 from keras_sparsevd.export import sizes as export_sizes
 
 MODELS = ("lenet300", "lenet5")
-VARIANTS = ("svd (eval)", "stripped", "compact", "sparse .npz")
+VARIANTS = ("dense", "svd (eval)", "stripped", "compact", "sparse .npz")
 BATCHES = {"latency": 1, "throughput": 100}
 
 # Per Sparse VD layer, in order: (kept weights, surviving output units).
@@ -81,11 +87,16 @@ QUICK = {"rounds": 3, "round_seconds": 0.03}
 QUICK_MODELS = ("lenet300",)
 
 
-def find_trained_model(model_dir: str | os.PathLike, name: str) -> str | None:
-    """The first ``*.keras`` file in `model_dir` named for `name` with SVD layers."""
+def find_trained_model(
+    model_dir: str | os.PathLike, name: str, match: str | None = None
+) -> str | None:
+    """The first ``*.keras`` file in `model_dir` named for `name` (and
+    containing `match`) with Sparse VD layers."""
     for path in sorted(glob.glob(os.path.join(os.fspath(model_dir), "*.keras"))):
         stem = os.path.basename(path).lower()
         if name not in stem or (name == "lenet5" and "lenet300" in stem):
+            continue
+        if match and match.lower() not in stem:
             continue
         try:
             model = keras.saving.load_model(path, compile=False)
@@ -167,9 +178,11 @@ def _choose_kept(
     return mask
 
 
-def load_or_make(name: str, model_dir: str | os.PathLike | None) -> tuple:
+def load_or_make(
+    name: str, model_dir: str | os.PathLike | None, match: str | None = None
+) -> tuple:
     """(Sparse VD model, description of where it came from)."""
-    path = find_trained_model(model_dir, name) if model_dir else None
+    path = find_trained_model(model_dir, name, match) if model_dir else None
     if path is not None:
         return keras.saving.load_model(path, compile=False), f"trained: {path}"
     plan = ", ".join(f"{k} kept/{a} units" for k, a in SYNTHETIC_PLANS[name])
@@ -180,12 +193,17 @@ def load_or_make(name: str, model_dir: str | os.PathLike | None) -> tuple:
     )
 
 
-def make_variants(model: keras.Model, directory: str) -> dict[str, keras.Model]:
-    """The four inference variants of a Sparse VD model (see module doc)."""
+def make_variants(
+    model: keras.Model, directory: str, name: str
+) -> dict[str, keras.Model]:
+    """The inference variants of a Sparse VD model (see module doc)."""
     compact = ksvd.strip_sparsevd(model, compact=True)
     sparse_path = os.path.join(directory, "compact_sparse.npz")
     ksvd.save_sparse(compact, sparse_path)
     return {
+        "dense": zoo.BUILDERS[name](
+            sparse=False, input_shape=tuple(model.input_shape[1:])
+        ),
         "svd (eval)": model,
         "stripped": ksvd.strip_sparsevd(model),
         "compact": compact,
@@ -216,10 +234,14 @@ def inference_function(model: keras.Model) -> Callable:
 
 
 def benchmark_model(
-    name: str, model_dir: str | None, rounds: int, round_seconds: float
+    name: str,
+    model_dir: str | None,
+    rounds: int,
+    round_seconds: float,
+    match: str | None = None,
 ) -> dict:
     """Latency, throughput, bytes and agreement of the variants of one model."""
-    model, source = load_or_make(name, model_dir)
+    model, source = load_or_make(name, model_dir, match)
     report = ksvd.sparsity_report(model).to_dict()
     rng = np.random.default_rng(1)
     input_shape = tuple(model.input_shape[1:])
@@ -230,7 +252,7 @@ def benchmark_model(
         for use, batch in BATCHES.items()
     }
     with tempfile.TemporaryDirectory() as tmp:
-        variants = make_variants(model, tmp)
+        variants = make_variants(model, tmp, name)
         sizes = disk_sizes(model, tmp)
     fns: dict[str, Callable[[], Any]] = {}
     for variant, net in variants.items():
@@ -238,9 +260,11 @@ def benchmark_model(
         for use, x in inputs.items():
             fns[f"{variant}|{use}"] = lambda call=call, x=x: np.asarray(call(x))
     reference = fns["svd (eval)|throughput"]()
+    # The dense model has its own (fresh) weights: nothing to agree with.
     agreement = {
         variant: float(np.max(np.abs(fns[f"{variant}|throughput"]() - reference)))
         for variant in variants
+        if variant != "dense"
     }
     for fn in fns.values():
         fn()  # trace
@@ -263,7 +287,13 @@ def benchmark_model(
                 "throughput_speedup_vs_svd": common.paired_ratio(
                     samples["svd (eval)|throughput"], thr
                 ),
-                "max_abs_diff_vs_svd_eval": agreement[variant],
+                "latency_speedup_vs_dense": common.paired_ratio(
+                    samples["dense|latency"], lat
+                ),
+                "throughput_speedup_vs_dense": common.paired_ratio(
+                    samples["dense|throughput"], thr
+                ),
+                "max_abs_diff_vs_svd_eval": agreement.get(variant),
                 "calls_per_round": {
                     "latency": calls[f"{variant}|latency"],
                     "throughput": calls[f"{variant}|throughput"],
@@ -291,6 +321,7 @@ def run(
     model_dir: str | None = "results",
     rounds: int = DEFAULTS["rounds"],
     round_seconds: float = DEFAULTS["round_seconds"],
+    match: str | None = None,
 ) -> dict:
     """Runs the benchmark and returns its JSON-serialisable report.
 
@@ -301,6 +332,7 @@ def run(
         rounds: interleaved rounds per model.
         round_seconds: about how long each variant and batch size runs in
             each round.
+        match: only model files whose name contains it.
 
     Returns:
         ``{"benchmark", "settings", "environment", "results"}``; ``results``
@@ -309,12 +341,15 @@ def run(
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("benchmarks.inference times tf.functions: TF backend only.")
     started = time.perf_counter()
-    results = [benchmark_model(n, model_dir, rounds, round_seconds) for n in models]
+    results = [
+        benchmark_model(n, model_dir, rounds, round_seconds, match) for n in models
+    ]
     return {
         "benchmark": "inference",
         "settings": {
             "models": list(models),
             "model_dir": model_dir,
+            "match": match,
             "call": "model(x, training=False) inside tf.function (no XLA), "
             "output fetched to numpy each call",
             "batch_sizes": BATCHES,
@@ -345,9 +380,13 @@ def tables(report: dict) -> str:
                 f"{r['params']:,}",
                 f"{r['latency_ms_batch1']:.3f}",
                 f"{r['latency_speedup_vs_svd']:.2f}x",
+                f"{r['latency_speedup_vs_dense']:.2f}x",
                 f"{r['throughput_examples_per_s_batch100']:,.0f}",
                 f"{r['throughput_speedup_vs_svd']:.2f}x",
-                f"{r['max_abs_diff_vs_svd_eval']:.1e}",
+                f"{r['throughput_speedup_vs_dense']:.2f}x",
+                "-"
+                if r["max_abs_diff_vs_svd_eval"] is None
+                else f"{r['max_abs_diff_vs_svd_eval']:.1e}",
             )
             for r in result["variants"]
         ]
@@ -357,9 +396,11 @@ def tables(report: dict) -> str:
                     "variant",
                     "params",
                     "batch-1 ms",
-                    "speed-up",
+                    "vs svd",
+                    "vs dense",
                     "batch-100 ex/s",
-                    "speed-up",
+                    "vs svd",
+                    "vs dense",
                     "max |diff|",
                 ),
                 rows,
@@ -396,13 +437,16 @@ def main(argv: list | None = None) -> int:
     parser.add_argument(
         "--models", default=None, help=f"comma-separated subset of {','.join(MODELS)}"
     )
+    parser.add_argument(
+        "--match", default=None, help="only model files whose name contains this"
+    )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--round-seconds", type=float, default=None)
     args = parser.parse_args(argv)
     settings, models = common.settings_and_models(
         parser, args, DEFAULTS, QUICK, MODELS, QUICK_MODELS
     )
-    report = run(models, args.model_dir, **settings)
+    report = run(models, args.model_dir, match=args.match, **settings)
     print(tables(report))
     env = report["environment"]
     print(
