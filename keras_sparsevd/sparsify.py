@@ -40,10 +40,13 @@ def sparsify(
     `keras_sparsevd.register_layer_pair` adds your own pairs.
 
     The returned model is not compiled: compile it, then fine-tune with
-    `KLScheduler`, as any Sparse VD model. How far ``log_sigma2`` starts
-    below ``log(theta^2)`` sets how much noise the first steps see: from a
-    trained net, about -8 for weights of size 0.05 (RESULTS.md has the
-    measured recipe).
+    `KLScheduler`, as any Sparse VD model. ``log_sigma2`` sets the noise
+    the fine-tuning starts with, through ``log_alpha = log_sigma2 -
+    log(theta^2)``: start most weights well inside the clip range [-8, 8],
+    about ``log_sigma2 = log(median theta^2) - 4`` (-8 to -10 for the
+    LeNets). Much lower (-15) puts most log alphas at the clip, where the KL
+    has no gradient, and almost nothing is pruned; much higher prunes many
+    weights before training starts. RESULTS.md has the measurements.
 
     Args:
         model: a built Sequential or functional model.
