@@ -146,3 +146,38 @@ def save_masks(plt, path: Path, model: keras.Model) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def save_architecture(path: Path, model: keras.Model, title: str = "") -> Path | None:
+    """Bars of the units (channels) each layer reads, before and after pruning.
+
+    One bar per Sparse VD layer's input, from the sparsity report's
+    ``inputs`` and ``inputs_kept``, then the model's outputs: for
+    LeNet-300-100 the pixels, fc1's units, fc2's units and the 10 classes.
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    import keras_sparsevd as ksvd
+
+    rows = [r for r in ksvd.sparsity_report(model).layers if r.inputs is not None]
+    outputs = int(model.output_shape[-1])
+    names = [f"into {r.name}" for r in rows] + ["outputs"]
+    before = [r.inputs for r in rows] + [outputs]
+    after = [r.inputs_kept for r in rows] + [outputs]
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.6))
+    positions = np.arange(len(names))
+    ax.bar(positions, before, color="0.85", label="before")
+    ax.bar(positions, after, color="C0", label="kept")
+    for x, (b, a) in enumerate(zip(before, after)):
+        ax.text(x, a, f"{a}/{b}", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(positions, names)
+    ax.set_yscale("log")
+    ax.set_ylabel("units or channels")
+    kept = "-".join(str(a) for a in after)
+    ax.set_title(title or f"kept architecture {kept}")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
