@@ -59,6 +59,8 @@ def main(paths: list) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     reports = [json.loads(Path(p).read_text()) for p in paths]
+    # Reports of examples.train only (examples.transformer writes others).
+    reports = [r for r in reports if "model" in r and "variant" in r]
     reports.sort(key=lambda r: (r["model"], r["variant"] == "svd", r.get("seed", 0)))
     lines += [row(r) for r in reports]
     for report in reports:
