@@ -190,3 +190,19 @@ def test_group_errors_and_sparsify_structured():
     np.testing.assert_allclose(
         sparse.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5
     )
+
+
+def test_architecture_picture(tmp_path):
+    from examples import plots
+
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            ksvd.DenseSVD(4, group_sparsity=True, name="a"),
+            ksvd.DenseSVD(2, group_sparsity=True, name="b"),
+        ]
+    )
+    _prune_groups(model.get_layer("b"), np.array([1, 0, 0, 1], bool))
+    path = plots.save_architecture(tmp_path / "arch.png", model)
+    assert path.stat().st_size > 1000
+    assert ksvd.sparsity_report(model).layers[1].inputs_kept == 2
