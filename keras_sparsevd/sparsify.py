@@ -10,7 +10,7 @@ import keras
 
 from keras_sparsevd import registry
 from keras_sparsevd.export.cloning import check_graph_model, is_graph_model, rebuild
-from keras_sparsevd.layers.base import _check_threshold, get_log_sigma2_initializer
+from keras_sparsevd.layers.base import check_threshold, get_log_sigma2_initializer
 
 
 def sparsify(
@@ -82,7 +82,7 @@ def sparsify(
     """
     check_graph_model(model, "sparsify")
     svd_args = {
-        "threshold": _check_threshold(threshold),
+        "threshold": check_threshold(threshold),
         "log_sigma2_initializer": keras.initializers.serialize(
             get_log_sigma2_initializer(log_sigma2_initializer)
         ),

@@ -72,32 +72,34 @@ def one_step(model, weights, x, y):
 
 
 def check_step_and_fit(scope, x, y):
+    """One step and a short fit inside `scope`; the saved model and its output.
+
+    `scope` enters the engine (a strategy's scope, or a JAX distribution set
+    and reset); the reference step runs outside it, on one device.
+    """
     reference = make_model()
     weights = reference.get_weights()
     single = one_step(reference, weights, x, y)
     with scope():
-        model = make_model()
-    replicated = one_step(model, weights, x, y)
-    assert np.all(np.abs(single) > 0.1), single
-    np.testing.assert_allclose(replicated, single, rtol=0.02)
-
-    with scope():
+        replicated = one_step(make_model(), weights, x, y)
         model = make_model()
         compile_model(model)
-    history = model.fit(
-        x,
-        y,
-        batch_size=8,
-        epochs=3,
-        verbose=0,
-        callbacks=[ksvd.KLScheduler(N, 0, 1), ksvd.SparsityLogger()],
-    )
+        history = model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=3,
+            verbose=0,
+            callbacks=[ksvd.KLScheduler(N, 0, 1), ksvd.SparsityLogger()],
+        )
+        expected = model.predict(x, verbose=0)
+        path = os.path.join(tempfile.mkdtemp(), "m.keras")
+        model.save(path)
+    assert np.all(np.abs(single) > 0.1), single
+    np.testing.assert_allclose(replicated, single, rtol=0.02)
     assert np.all(np.isfinite(history.history["loss"]))
     assert "sparsity/fc1" in history.history
     assert ksvd.get_kl_weight(model) == 1 / N
-    expected = model.predict(x, verbose=0)
-    path = os.path.join(tempfile.mkdtemp(), "m.keras")
-    model.save(path)
     return path, expected
 
 
@@ -142,41 +144,16 @@ def main_jax():
         try:
             yield
         finally:
-            pass
+            keras.distribution.set_distribution(None)
 
     with scope():
         model = make_model()
-    ksvd.set_kl_weight(model, 0.0)
-    same = np.ones((8, 6), "float32")
-    out = keras.ops.convert_to_numpy(model(same, training=True))
+        ksvd.set_kl_weight(model, 0.0)
+        same = np.ones((8, 6), "float32")
+        out = keras.ops.convert_to_numpy(model(same, training=True))
     assert out.std() > 0 and not np.allclose(out[:4], out[4:])
-    keras.distribution.set_distribution(None)
 
-    reference = make_model()
-    weights = reference.get_weights()
-    single = one_step(reference, weights, x, y)
-    keras.distribution.set_distribution(distribution)
-    model = make_model()
-    replicated = one_step(model, weights, x, y)
-    assert np.all(np.abs(single) > 0.1), single
-    np.testing.assert_allclose(replicated, single, rtol=0.02)
-
-    model = make_model()
-    compile_model(model)
-    history = model.fit(
-        x,
-        y,
-        batch_size=8,
-        epochs=3,
-        verbose=0,
-        callbacks=[ksvd.KLScheduler(N, 0, 1), ksvd.SparsityLogger()],
-    )
-    assert np.all(np.isfinite(history.history["loss"]))
-    assert "sparsity/fc1" in history.history
-    expected = model.predict(x, verbose=0)
-    path = os.path.join(tempfile.mkdtemp(), "m.keras")
-    model.save(path)
-    keras.distribution.set_distribution(None)
+    path, expected = check_step_and_fit(scope, x, y)
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
 

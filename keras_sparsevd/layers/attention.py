@@ -6,7 +6,11 @@ from typing import Any
 
 import keras
 
-from keras_sparsevd.layers.base import get_log_sigma2_initializer
+from keras_sparsevd.layers.base import (
+    check_seed,
+    check_threshold,
+    get_log_sigma2_initializer,
+)
 from keras_sparsevd.layers.dense import EinsumDenseSVD
 
 # Keras' MultiHeadAttention keeps its projections in these attributes.
@@ -67,19 +71,12 @@ class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
+        seed = check_seed(seed)
         super().__init__(num_heads, key_dim, seed=seed, **kwargs)
-        # Checked here, so that a bad value fails at construction.
-        EinsumDenseSVD(
-            "ab,bc->ac",
-            output_shape=1,
-            threshold=threshold,
-            log_sigma2_initializer=log_sigma2_initializer,
-            seed=seed,
-        )
-        self.threshold = float(threshold)
+        self.threshold = check_threshold(threshold)
         self.log_sigma2_initializer = get_log_sigma2_initializer(log_sigma2_initializer)
         self.train_clip = bool(train_clip)
-        self.seed = None if seed is None else int(seed)
+        self.seed = seed
         self._projection_count = 0
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -104,8 +101,6 @@ class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
             train_clip=self.train_clip,
             seed=seed,
         )
-        for name in ("lora_rank", "lora_alpha", "quantization_config"):
-            config.pop(name, None)
         sparse = EinsumDenseSVD.from_config(config)
         # The report names it "<attention layer>/query".
         sparse._report_name = f"{self.name}/{layer.name}"

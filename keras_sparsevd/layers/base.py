@@ -115,14 +115,10 @@ class SparseVDLayer(keras.layers.Layer):
         # variables even under a mixed-precision policy.
         kwargs.pop("autocast", None)
         super().__init__(*args, autocast=False, **kwargs)
-        self.threshold = _check_threshold(threshold)
+        self.threshold = check_threshold(threshold)
         self.train_clip = bool(train_clip)
         self.log_sigma2_initializer = get_log_sigma2_initializer(log_sigma2_initializer)
-        if seed is not None and (
-            isinstance(seed, bool) or not hasattr(seed, "__index__")
-        ):
-            raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
-        self.seed = None if seed is None else int(seed)
+        self.seed = check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.group_sparsity = bool(group_sparsity)
         self._kl_weight_set = False
@@ -134,9 +130,15 @@ class SparseVDLayer(keras.layers.Layer):
         """The layer's linear map of `inputs` with `kernel` (no bias)."""
         raise NotImplementedError
 
-    def _forward(self, inputs: Any, training: bool) -> Any:
-        """The kernels applied to `inputs`; chains them for several kernels."""
-        return self._linear(inputs, self.svd_kernels[0], self._apply_kernel, training)
+    def _forward(self, inputs: Any, log_alphas: dict, training: bool) -> Any:
+        """The kernels applied to `inputs`; chains them for several kernels.
+
+        `log_alphas` holds each kernel's log alpha, computed once per call.
+        """
+        name = self.svd_kernels[0]
+        return self._linear(
+            inputs, name, self._apply_kernel, log_alphas[name], training
+        )
 
     def _variance_inputs(self, inputs: Any) -> Any:
         """What the variance kernel is applied to: ``x * x`` in float32."""
@@ -233,10 +235,7 @@ class SparseVDLayer(keras.layers.Layer):
     @property
     def group_log_alpha(self) -> Any:
         """Clipped ``log_sigma2_z - log(mu^2 + 1e-8)`` per input unit, float32."""
-        mu = ops.cast(self.group_mu, "float32")
-        log_sigma2 = ops.cast(self.group_log_sigma2, "float32")
-        log_alpha = log_sigma2 - ops.log(ops.square(mu) + _THETA_EPSILON)
-        return ops.clip(log_alpha, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+        return _clipped_log_alpha(self.group_mu, self.group_log_sigma2)
 
     @property
     def group_mask(self) -> Any:
@@ -261,28 +260,25 @@ class SparseVDLayer(keras.layers.Layer):
         """``mu * group_mask``: what evaluation multiplies each input unit by."""
         return ops.cast(self.group_mu, "float32") * self.group_mask
 
-    def _apply_groups(self, inputs: Any, training: bool) -> Any:
+    def _apply_groups(self, inputs: Any, log_alpha: Any, training: bool) -> Any:
+        """``inputs * z``, z per input unit: sampled in training, else mu * mask."""
         axis = self._group_input_axis()
-        rank = len(inputs.shape)
-        broadcast = [1] * rank
+        broadcast = [1] * len(inputs.shape)
         broadcast[axis] = -1
         mu = ops.cast(self.group_mu, "float32")
-        log_alpha = self.group_log_alpha
         mask = self._mask(log_alpha)
         if not training:
-            scale = mu * mask
+            scale = ops.reshape(mu * mask, broadcast)
         else:
             mean = mu * mask if self.train_clip else mu
             # sigma from the clipped log alpha, as for the weights.
             sigma = ops.abs(mu) * ops.exp(0.5 * log_alpha)
-            shape = [1] * rank
+            # One draw per example and unit, shared over positions.
+            shape = [1] * len(inputs.shape)
             shape[0] = ops.shape(inputs)[0]
             shape[axis] = inputs.shape[axis]
             noise = standard_normal(tuple(shape), replica_seed(self.seed_generator))
             scale = ops.reshape(mean, broadcast) + ops.reshape(sigma, broadcast) * noise
-            broadcast = None
-        if broadcast is not None:
-            scale = ops.reshape(scale, broadcast)
         return inputs * ops.cast(scale, self.compute_dtype)
 
     def theta(self, kernel_name: str | None = None) -> Any:
@@ -311,10 +307,9 @@ class SparseVDLayer(keras.layers.Layer):
 
     def log_alpha_of(self, kernel_name: str | None = None) -> Any:
         """Clipped ``log_sigma2 - log(theta^2 + 1e-8)`` of a kernel, float32."""
-        theta = ops.cast(self.theta(kernel_name), "float32")
-        log_sigma2 = ops.cast(self.log_sigma2_of(kernel_name), "float32")
-        log_alpha = log_sigma2 - ops.log(ops.square(theta) + _THETA_EPSILON)
-        return ops.clip(log_alpha, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+        return _clipped_log_alpha(
+            self.theta(kernel_name), self.log_sigma2_of(kernel_name)
+        )
 
     def mask_of(self, kernel_name: str | None = None) -> Any:
         """1.0 where the kernel's ``log_alpha < threshold`` (kept), else 0.0."""
@@ -382,18 +377,25 @@ class SparseVDLayer(keras.layers.Layer):
 
     # ------------------------------------------------------------------
     # The forward pass.
-    def _linear(self, inputs: Any, kernel_name: str, apply: Any, training: bool) -> Any:
+    def _linear(
+        self,
+        inputs: Any,
+        kernel_name: str,
+        apply: Any,
+        log_alpha: Any,
+        training: bool,
+    ) -> Any:
         """One Sparse VD linear map: noisy in training, masked in evaluation.
 
         Args:
             inputs: the map's input, already prepared.
             kernel_name: which kernel of the layer.
             apply: ``apply(x, kernel)``, the layer's op for that kernel.
+            log_alpha: that kernel's clipped log alpha (`log_alpha_of`).
             training: whether this is the training pass.
         """
         compute_dtype = self.compute_dtype
         theta = ops.cast(self.theta(kernel_name), "float32")
-        log_alpha = self.log_alpha_of(kernel_name)
         mask = self._mask(log_alpha)
         if not training:
             return apply(inputs, ops.cast(theta * mask, compute_dtype))
@@ -417,10 +419,15 @@ class SparseVDLayer(keras.layers.Layer):
                 "`keras_sparsevd.set_kl_weight(model, rw / N)` before a "
                 "custom training loop (N = number of training examples)."
             )
+        # Each log alpha once per call: the masks, the noise and the KL share it.
+        log_alphas = {name: self.log_alpha_of(name) for name in self.svd_kernels}
+        kl = sum(ops.sum(kl_divergence(la)) for la in log_alphas.values())
         inputs = self._prepare_inputs(inputs)
         if self.group_sparsity:
-            inputs = self._apply_groups(inputs, bool(training))
-        outputs = self._forward(inputs, bool(training))
+            group_log_alpha = self.group_log_alpha
+            kl = kl + ops.sum(kl_divergence(group_log_alpha))
+            inputs = self._apply_groups(inputs, group_log_alpha, bool(training))
+        outputs = self._forward(inputs, log_alphas, bool(training))
         bias = getattr(self, "bias", None)
         if bias is not None:
             outputs = self._add_bias(outputs, ops.cast(bias, self.compute_dtype))
@@ -428,11 +435,6 @@ class SparseVDLayer(keras.layers.Layer):
         if activation is not None:
             outputs = activation(outputs)
         kl_weight = ops.maximum(ops.cast(self.kl_weight, "float32"), 0.0)
-        kl = sum(
-            ops.sum(kl_divergence(self.log_alpha_of(name))) for name in self.svd_kernels
-        )
-        if self.group_sparsity:
-            kl = kl + ops.sum(kl_divergence(self.group_log_alpha))
         self.add_loss(kl_weight * kl)
         return outputs
 
@@ -452,6 +454,21 @@ class SparseVDLayer(keras.layers.Layer):
             }
         )
         return config
+
+
+def _clipped_log_alpha(mean: Any, log_sigma2: Any) -> Any:
+    """``log_sigma2 - log(mean^2 + 1e-8)`` in float32, clipped like the KL's."""
+    mean = ops.cast(mean, "float32")
+    log_sigma2 = ops.cast(log_sigma2, "float32")
+    log_alpha = log_sigma2 - ops.log(ops.square(mean) + _THETA_EPSILON)
+    return ops.clip(log_alpha, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+
+
+def check_seed(seed: Any) -> int | None:
+    """`seed` as an int or None, or a ValueError naming the argument."""
+    if seed is not None and (isinstance(seed, bool) or not hasattr(seed, "__index__")):
+        raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
+    return None if seed is None else int(seed)
 
 
 def _symbolic() -> bool:
@@ -525,7 +542,7 @@ def get_log_sigma2_initializer(value: Any) -> keras.initializers.Initializer:
         ) from None
 
 
-def _check_threshold(threshold: Any) -> float:
+def check_threshold(threshold: Any) -> float:
     try:
         value = float(threshold)
     except (TypeError, ValueError):
@@ -537,14 +554,4 @@ def _check_threshold(threshold: Any) -> float:
         raise ValueError(
             f"`threshold` must be a finite number (the paper uses 3.0), got {value}."
         )
-    return value
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """`value` as an int, or a ValueError naming the argument `name`."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    value = int(value)
-    if value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value}.")
     return value
