@@ -8,25 +8,35 @@ both twins have exactly the same layers apart from the Sparse VD ones (the
 dense baseline of `examples.models` trains with binary dropout).
 
 Each twin is compiled with Adam and sparse categorical cross-entropy (no
-metrics), once with ``jit_compile=False`` and once with ``jit_compile=True``,
-and trained with ``model.train_on_batch`` on one fixed random batch of 100
-examples. The Sparse VD twins get ``set_kl_weight(model, 1 / 60000)`` (the KL
-term is on, as after the warm-up of the paper's schedule). After a warm-up
-(tracing and compilation), the four variants of a model run interleaved, in
+metrics) the way each backend compiles: Keras' default (``jit_compile="auto"``:
+a ``tf.function`` without XLA on a TensorFlow CPU, XLA on JAX, eager on
+PyTorch) and, on TensorFlow, also with XLA (``jit_compile=True``). Each is
+trained with ``model.train_on_batch`` on one fixed random batch of each
+batch size (100, the paper's, and 1,000). The Sparse VD twins get
+``set_kl_weight(model, 1 / 60000)`` (the KL term is on, as after the warm-up
+of the paper's schedule). After a warm-up (tracing and compilation), the
+variants of a model and batch size run interleaved, in
 alternating order, for a number of rounds; the figures are medians over the
 rounds, and the ratio is the median of the per-round ratios of SVD step time
-to plain step time.
+to plain step time. A backend is fixed for the life of a process, so each
+backend runs in a process of its own (`KERAS_BACKEND`), one after the other.
 
 Usage:
 
     python -m benchmarks.train_speed [--quick] [--json OUT.json]
+        [--backends tensorflow,jax,torch] [--batch-sizes 100,1000]
         [--models lenet300,lenet5,vgglike] [--rounds N] [--round-seconds S]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -45,11 +55,20 @@ NUM_CLASSES = 10
 KL_WEIGHT = 1.0 / 60000
 VGG_K = 0.25
 INPUT_SHAPES = {"lenet300": (28, 28, 1), "lenet5": (28, 28, 1), "vgglike": (32, 32, 3)}
-VARIANTS = (("svd", False), ("plain", False), ("svd", True), ("plain", True))
+BACKENDS = ("tensorflow", "jax", "torch")
+BATCH_SIZES = (100, 1000)
+# Per backend: (label, jit_compile) of the compilations to time. "default" is
+# what `model.compile` does when the user says nothing.
+COMPILATIONS = {
+    "tensorflow": (("default", "auto"), ("xla", True)),
+    "jax": (("default", "auto"),),
+    "torch": (("default", "auto"),),
+}
 
 DEFAULTS = {"rounds": 7, "round_seconds": 0.25, "warmup_steps": 2}
 QUICK = {"rounds": 3, "round_seconds": 0.1, "warmup_steps": 1}
 QUICK_MODELS = ("lenet300",)
+DEFAULT_MODELS = ("lenet300", "lenet5")
 
 
 def build_model(name: str, sparse: bool) -> keras.Model:
@@ -81,7 +100,7 @@ def build_model(name: str, sparse: bool) -> keras.Model:
     return zoo.BUILDERS[name](sparse=sparse)
 
 
-def compiled(name: str, sparse: bool, jit_compile: bool) -> keras.Model:
+def compiled(name: str, sparse: bool, jit_compile: bool | str) -> keras.Model:
     """`build_model`, compiled for training as the benchmark trains it."""
     model = build_model(name, sparse)
     model.compile(
@@ -104,6 +123,16 @@ def random_batch(
     return keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
 
 
+def compilation_name(model: keras.Model) -> str:
+    """What Keras resolved ``jit_compile`` to for `model`, in words."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return "eager"
+    if backend == "jax":
+        return "XLA (jax.jit)" if model.jit_compile else "jax, no jit"
+    return "XLA" if model.jit_compile else "tf.function, no XLA"
+
+
 def benchmark_model(
     name: str,
     rounds: int,
@@ -111,44 +140,52 @@ def benchmark_model(
     warmup_steps: int,
     batch_size: int = BATCH_SIZE,
 ) -> list[dict]:
-    """Steps per second of the four variants of one model, interleaved.
+    """Step times of the Sparse VD and plain twins of one model, interleaved.
+
+    Every compilation of `COMPILATIONS` for the running backend, both twins
+    each, run in alternating order round after round.
 
     Returns:
-        One dict per ``jit_compile`` setting: the SVD and plain figures and
-        the median per-round ratio of SVD to plain step time.
+        One dict per compilation: the SVD and plain figures and the median
+        per-round ratio of SVD to plain step time.
     """
     keras.utils.set_random_seed(0)
     x, y = random_batch(INPUT_SHAPES[name], batch_size)
+    compilations = COMPILATIONS[keras.backend.backend()]
     steps: dict[str, Any] = {}
     first_call: dict[str, float] = {}
-    for kind, jit in VARIANTS:
-        key = _key(kind, jit)
-        model = compiled(name, kind == "svd", jit)
+    resolved: dict[str, str] = {}
+    for label, jit in compilations:
+        for kind in ("svd", "plain"):
+            key = f"{kind}/{label}"
+            model = compiled(name, kind == "svd", jit)
 
-        def step(model: keras.Model = model) -> Any:
-            # train_on_batch returns Python floats: the step has finished.
-            return model.train_on_batch(x, y)
+            def step(model: keras.Model = model) -> Any:
+                # train_on_batch returns Python floats: the step has finished.
+                return model.train_on_batch(x, y)
 
-        start = time.perf_counter()
-        step()
-        first_call[key] = time.perf_counter() - start
-        for _ in range(warmup_steps):
+            start = time.perf_counter()
             step()
-        steps[key] = step
+            first_call[key] = time.perf_counter() - start
+            for _ in range(warmup_steps):
+                step()
+            steps[key] = step
+            resolved[label] = compilation_name(model)
     calls = {
         key: common.calls_per_round(fn, round_seconds) for key, fn in steps.items()
     }
     samples = common.interleaved(steps, calls, rounds)
     results = []
-    for jit in (False, True):
-        svd = samples[_key("svd", jit)]
-        plain = samples[_key("plain", jit)]
+    for label, _ in compilations:
+        svd = samples[f"svd/{label}"]
+        plain = samples[f"plain/{label}"]
         results.append(
             {
+                "backend": keras.backend.backend(),
                 "model": name,
-                "jit_compile": jit,
-                "svd_steps_per_s": 1.0 / common.median(svd),
-                "plain_steps_per_s": 1.0 / common.median(plain),
+                "batch_size": batch_size,
+                "compilation": label,
+                "compiled_as": resolved[label],
                 "svd_ms_per_step": 1e3 * common.median(svd),
                 "plain_ms_per_step": 1e3 * common.median(plain),
                 # The headline: how many plain steps one SVD step costs.
@@ -156,35 +193,31 @@ def benchmark_model(
                 # Fastest round of each: a check on the median under load.
                 "ratio_best_rounds": min(svd) / min(plain),
                 "steps_per_round": {
-                    "svd": calls[_key("svd", jit)],
-                    "plain": calls[_key("plain", jit)],
+                    "svd": calls[f"svd/{label}"],
+                    "plain": calls[f"plain/{label}"],
                 },
                 "first_call_s": {
-                    "svd": first_call[_key("svd", jit)],
-                    "plain": first_call[_key("plain", jit)],
+                    "svd": first_call[f"svd/{label}"],
+                    "plain": first_call[f"plain/{label}"],
                 },
             }
         )
     return results
 
 
-def _key(kind: str, jit: bool) -> str:
-    return f"{kind}/{'jit' if jit else 'nojit'}"
-
-
 def run(
-    models: tuple = MODELS,
+    models: tuple = DEFAULT_MODELS,
     rounds: int = DEFAULTS["rounds"],
     round_seconds: float = DEFAULTS["round_seconds"],
     warmup_steps: int = DEFAULTS["warmup_steps"],
     noise: str = "box_muller_normal",
-    batch_size: int = BATCH_SIZE,
+    batch_sizes: tuple = BATCH_SIZES,
 ) -> dict:
-    """Runs the benchmark and returns its JSON-serialisable report.
+    """Runs the benchmark on the current backend; returns its JSON report.
 
     Args:
         models: names from `MODELS`.
-        rounds: interleaved rounds per model.
+        rounds: interleaved rounds per model and batch size.
         round_seconds: about how long each variant runs in each round.
         warmup_steps: training steps after the first (compiling) call and
             before timing.
@@ -192,24 +225,25 @@ def run(
             VD layers' noise; the default is what the layers use. Any other
             value measures a proposed replacement (see
             `benchmarks.noise.layer_noise`).
-        batch_size: examples per step (the paper's 100 by default).
+        batch_sizes: examples per step, each measured separately.
 
     Returns:
         ``{"benchmark", "settings", "environment", "results"}``; ``results``
-        holds one dict per model and ``jit_compile`` setting.
+        holds one dict per model, batch size and compilation.
     """
     started = time.perf_counter()
     results = []
     with noise_lib.layer_noise(noise):
         for name in models:
-            results += benchmark_model(
-                name, rounds, round_seconds, warmup_steps, batch_size
-            )
+            for batch_size in batch_sizes:
+                results += benchmark_model(
+                    name, rounds, round_seconds, warmup_steps, batch_size
+                )
     return {
         "benchmark": "train_speed",
         "settings": {
             "models": list(models),
-            "batch_size": batch_size,
+            "batch_sizes": list(batch_sizes),
             "optimizer": "adam(1e-3)",
             "kl_weight": KL_WEIGHT,
             "vgg_k": VGG_K,
@@ -229,14 +263,57 @@ def run(
     }
 
 
+def available_backends() -> tuple:
+    """The backends of `BACKENDS` whose library is installed."""
+    modules = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+    return tuple(
+        b for b in BACKENDS if importlib.util.find_spec(modules[b]) is not None
+    )
+
+
+def run_backends(backends: tuple, child_args: list) -> dict:
+    """`run` on each backend in a fresh process; the reports merged.
+
+    Args:
+        backends: names from `BACKENDS`, each run with ``KERAS_BACKEND`` set.
+        child_args: command-line arguments passed on to each process.
+
+    Returns:
+        The first backend's report with every backend's ``results``, and
+        ``environment`` per backend under ``environments``.
+    """
+    merged: dict = {}
+    for backend in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "report.json")
+            env = dict(os.environ, KERAS_BACKEND=backend)
+            command = [sys.executable, "-m", "benchmarks.train_speed"]
+            command += child_args + ["--backends", backend, "--json", out]
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"train_speed on {backend} failed:\n{done.stderr[-3000:]}"
+                )
+            with open(out, encoding="utf-8") as f:
+                report = json.load(f)
+        if not merged:
+            merged = dict(report, results=[], environments={})
+            merged.pop("environment", None)
+        merged["results"] += report["results"]
+        merged["environments"][backend] = report["environment"]
+        merged["elapsed_s"] = merged.get("elapsed_s", 0.0) + report["elapsed_s"]
+    merged["settings"]["backends"] = list(backends)
+    return merged
+
+
 def table(report: dict) -> str:
     """The report as a plain-text table."""
     rows = [
         (
+            r["backend"],
             r["model"],
-            "yes" if r["jit_compile"] else "no",
-            f"{r['svd_steps_per_s']:.1f}",
-            f"{r['plain_steps_per_s']:.1f}",
+            r["batch_size"],
+            r["compiled_as"],
             f"{r['svd_ms_per_step']:.2f}",
             f"{r['plain_ms_per_step']:.2f}",
             f"{r['ratio_svd_over_plain']:.2f}x",
@@ -245,12 +322,12 @@ def table(report: dict) -> str:
         for r in report["results"]
     ]
     header = (
+        "backend",
         "model",
-        "jit",
-        "SVD steps/s",
-        "plain steps/s",
-        "SVD ms",
-        "plain ms",
+        "batch",
+        "compilation",
+        "SVD ms/step",
+        "plain ms/step",
         "SVD/plain",
         "(best rounds)",
     )
@@ -258,18 +335,35 @@ def table(report: dict) -> str:
 
 
 def main(argv: list | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.train_speed",
-        description="Training steps per second, Sparse VD vs plain Keras layers.",
+        description="Training step time, Sparse VD vs plain Keras layers, per "
+        "backend, batch size and compilation.",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="LeNet-300-100 only, 3 short rounds: a smoke test, not a measurement",
+        help="LeNet-300-100 at batch 100 only, 3 short rounds: a smoke test, "
+        "not a measurement",
     )
     parser.add_argument("--json", default=None, help="write the report here")
     parser.add_argument(
-        "--models", default=None, help=f"comma-separated subset of {','.join(MODELS)}"
+        "--models",
+        default=None,
+        help=f"comma-separated subset of {','.join(MODELS)} (default: "
+        f"{','.join(DEFAULT_MODELS)})",
+    )
+    parser.add_argument(
+        "--backends",
+        default=None,
+        help="comma-separated subset of tensorflow,jax,torch (default: those "
+        "installed); each runs in a process of its own",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="comma-separated batch sizes (default: 100,1000)",
     )
     parser.add_argument(
         "--noise",
@@ -278,25 +372,75 @@ def main(argv: list | None = None) -> int:
         help="noise generator of the SVD layers (default: what they use); "
         "others measure a proposed replacement",
     )
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--round-seconds", type=float, default=None)
     args = parser.parse_args(argv)
     settings, models = common.settings_and_models(
         parser, args, DEFAULTS, QUICK, MODELS, QUICK_MODELS
     )
-    report = run(models, noise=args.noise, batch_size=args.batch_size, **settings)
+    if not args.models and not args.quick:
+        models = DEFAULT_MODELS
+    backends = _names(parser, "--backends", args.backends, BACKENDS)
+    if backends is None:
+        backends = ("tensorflow",) if args.quick else available_backends()
+    batch_sizes = _batch_sizes(parser, args.batch_sizes, args.quick)
+    if backends != (keras.backend.backend(),):
+        # Another backend than this process's: one process per backend.
+        child = _without(argv, ("--json", "--backends"))
+        report = run_backends(backends, child)
+    else:
+        report = run(models, noise=args.noise, batch_sizes=batch_sizes, **settings)
     print(table(report))
-    env = report["environment"]
+    environments = report.get("environments") or {
+        report["environment"]["backend"]: report["environment"]
+    }
+    env = next(iter(environments.values()))
     print(
-        f"\n{env['cpu']}, {env['cpu_count']} cores, TF {env.get('tensorflow')}, "
-        f"Keras {env['keras']}; batch {args.batch_size}, "
-        f"{settings['rounds']} interleaved rounds, "
-        f"{report['elapsed_s']:.0f} s. SVD/plain: median per-round ratio of "
-        f"step times. SVD layers' noise: {args.noise}."
+        f"\n{env['cpu']}, {env['cpu_count']} cores, Keras {env['keras']}; "
+        f"{settings['rounds']} interleaved rounds, {report['elapsed_s']:.0f} s. "
+        "SVD/plain: median per-round ratio of step times. SVD layers' noise: "
+        f"{args.noise}."
     )
     common.save_report(args.json, report)
     return 0
+
+
+def _names(parser: Any, flag: str, value: str | None, allowed: tuple) -> Any:
+    if value is None:
+        return None
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = sorted(set(names) - set(allowed))
+    if unknown or not names:
+        parser.error(f"{flag}: unknown {unknown}; choose from {','.join(allowed)}")
+    return names
+
+
+def _batch_sizes(parser: Any, value: str | None, quick: bool) -> tuple:
+    if value is None:
+        return (BATCH_SIZE,) if quick else BATCH_SIZES
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        parser.error(f"--batch-sizes: positive integers, e.g. 100,1000; got {value!r}")
+    return sizes
+
+
+def _without(argv: list, flags: tuple) -> list:
+    """`argv` without `flags` and their values (``--flag v`` or ``--flag=v``)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in flags:
+            skip = True
+            continue
+        if any(arg.startswith(flag + "=") for flag in flags):
+            continue
+        kept.append(arg)
+    return kept
 
 
 if __name__ == "__main__":

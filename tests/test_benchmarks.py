@@ -20,29 +20,49 @@ def _positive(value):
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def test_train_speed_quick_writes_json(tmp_path, capsys):
-    out = tmp_path / "train.json"
-    assert train_speed.main(["--quick", "--json", str(out)]) == 0
-    report = json.loads(out.read_text())
-    assert report["benchmark"] == "train_speed"
-    assert {"settings", "environment", "results"} <= set(report)
-    assert report["settings"]["batch_size"] == 100
-    results = report["results"]
-    assert {(r["model"], r["jit_compile"]) for r in results} == {
-        ("lenet300", False),
-        ("lenet300", True),
-    }
+def _check_train_speed_rows(results, expected):
+    assert {
+        (r["backend"], r["model"], r["batch_size"], r["compilation"]) for r in results
+    } == expected
     for r in results:
         for key in (
-            "svd_steps_per_s",
-            "plain_steps_per_s",
             "svd_ms_per_step",
             "plain_ms_per_step",
             "ratio_svd_over_plain",
             "ratio_best_rounds",
         ):
             assert _positive(r[key]), (key, r[key])
+
+
+def test_train_speed_quick_writes_json(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert train_speed.main(["--quick", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "train_speed"
+    assert {"settings", "environment", "results"} <= set(report)
+    assert report["settings"]["batch_sizes"] == [100]
+    _check_train_speed_rows(
+        report["results"],
+        {
+            ("tensorflow", "lenet300", 100, "default"),
+            ("tensorflow", "lenet300", 100, "xla"),
+        },
+    )
+    compiled_as = {r["compilation"]: r["compiled_as"] for r in report["results"]}
+    # Keras' default on a CPU-only TensorFlow is a tf.function without XLA.
+    assert compiled_as == {"default": "tf.function, no XLA", "xla": "XLA"}
     assert "SVD/plain" in capsys.readouterr().out
+
+
+def test_train_speed_other_backend_runs_in_its_own_process(tmp_path):
+    pytest.importorskip("jax")
+    out = tmp_path / "train.json"
+    argv = ["--quick", "--backends", "jax", "--batch-sizes", "8", "--json", str(out)]
+    assert train_speed.main(argv) == 0
+    report = json.loads(out.read_text())
+    _check_train_speed_rows(report["results"], {("jax", "lenet300", 8, "default")})
+    assert report["results"][0]["compiled_as"] == "XLA (jax.jit)"
+    assert report["environments"]["jax"]["backend"] == "jax"
 
 
 def test_train_speed_twins_have_the_same_layers():

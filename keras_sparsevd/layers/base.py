@@ -10,12 +10,11 @@ from keras import ops
 
 from keras_sparsevd.kl import LOG_ALPHA_MAX, LOG_ALPHA_MIN, kl_divergence
 from keras_sparsevd.layers.replica_noise import replica_seed
+from keras_sparsevd.layers.weight_terms import THETA_EPSILON, training_terms
 
 # Added under the square root so that its gradient stays finite where the
 # variance is 0 (all-zero inputs, e.g. after a ReLU).
 _VARIANCE_EPSILON = 1e-8
-# Keeps log(theta^2) finite for weights that are exactly 0.
-_THETA_EPSILON = 1e-8
 # Value of the stored KL weight before anybody has set it.
 _UNSET = -1.0
 # Constructor arguments that a Sparse VD layer adds to its Keras layer's.
@@ -130,14 +129,15 @@ class SparseVDLayer(keras.layers.Layer):
         """The layer's linear map of `inputs` with `kernel` (no bias)."""
         raise NotImplementedError
 
-    def _forward(self, inputs: Any, log_alphas: dict, training: bool) -> Any:
+    def _forward(self, inputs: Any, kernels: dict, training: bool) -> Any:
         """The kernels applied to `inputs`; chains them for several kernels.
 
-        `log_alphas` holds each kernel's log alpha, computed once per call.
+        `kernels` maps each kernel's name to what `_linear` takes: the
+        masked kernel in evaluation, ``(mean kernel, variance kernel)`` in
+        training, computed once per call.
         """
-        name = self.svd_kernels[0]
         return self._linear(
-            inputs, name, self._apply_kernel, log_alphas[name], training
+            inputs, self._apply_kernel, kernels[self.svd_kernels[0]], training
         )
 
     def _variance_inputs(self, inputs: Any) -> Any:
@@ -377,33 +377,22 @@ class SparseVDLayer(keras.layers.Layer):
 
     # ------------------------------------------------------------------
     # The forward pass.
-    def _linear(
-        self,
-        inputs: Any,
-        kernel_name: str,
-        apply: Any,
-        log_alpha: Any,
-        training: bool,
-    ) -> Any:
+    def _linear(self, inputs: Any, apply: Any, kernel: Any, training: bool) -> Any:
         """One Sparse VD linear map: noisy in training, masked in evaluation.
 
         Args:
             inputs: the map's input, already prepared.
-            kernel_name: which kernel of the layer.
             apply: ``apply(x, kernel)``, the layer's op for that kernel.
-            log_alpha: that kernel's clipped log alpha (`log_alpha_of`).
+            kernel: in evaluation the masked kernel; in training the pair
+                ``(mean kernel, variance kernel)`` of `training_terms`.
             training: whether this is the training pass.
         """
         compute_dtype = self.compute_dtype
-        theta = ops.cast(self.theta(kernel_name), "float32")
-        mask = self._mask(log_alpha)
         if not training:
-            return apply(inputs, ops.cast(theta * mask, compute_dtype))
-        mean_kernel = theta * mask if self.train_clip else theta
+            return apply(inputs, ops.cast(kernel, compute_dtype))
+        mean_kernel, variance_kernel = kernel
         mean = apply(inputs, ops.cast(mean_kernel, compute_dtype))
-        variance = apply(
-            self._variance_inputs(inputs), ops.exp(log_alpha) * ops.square(theta)
-        )
+        variance = apply(self._variance_inputs(inputs), variance_kernel)
         noise = standard_normal(ops.shape(variance), replica_seed(self.seed_generator))
         return mean + ops.cast(
             ops.sqrt(variance + _VARIANCE_EPSILON) * noise, compute_dtype
@@ -419,15 +408,13 @@ class SparseVDLayer(keras.layers.Layer):
                 "`keras_sparsevd.set_kl_weight(model, rw / N)` before a "
                 "custom training loop (N = number of training examples)."
             )
-        # Each log alpha once per call: the masks, the noise and the KL share it.
-        log_alphas = {name: self.log_alpha_of(name) for name in self.svd_kernels}
-        kl = sum(ops.sum(kl_divergence(la)) for la in log_alphas.values())
+        kernels, kl = self._kernels_and_kl(bool(training))
         inputs = self._prepare_inputs(inputs)
         if self.group_sparsity:
             group_log_alpha = self.group_log_alpha
             kl = kl + ops.sum(kl_divergence(group_log_alpha))
             inputs = self._apply_groups(inputs, group_log_alpha, bool(training))
-        outputs = self._forward(inputs, log_alphas, bool(training))
+        outputs = self._forward(inputs, kernels, bool(training))
         bias = getattr(self, "bias", None)
         if bias is not None:
             outputs = self._add_bias(outputs, ops.cast(bias, self.compute_dtype))
@@ -437,6 +424,24 @@ class SparseVDLayer(keras.layers.Layer):
         kl_weight = ops.maximum(ops.cast(self.kl_weight, "float32"), 0.0)
         self.add_loss(kl_weight * kl)
         return outputs
+
+    def _kernels_and_kl(self, training: bool) -> tuple:
+        """What `_forward` takes for each kernel, and the layer's weight KL."""
+        kernels, kl = {}, 0.0
+        for name in self.svd_kernels:
+            theta = ops.cast(self.theta(name), "float32")
+            log_sigma2 = ops.cast(self.log_sigma2_of(name), "float32")
+            if training:
+                mean_kernel, variance_kernel, kernel_kl = training_terms(
+                    theta, log_sigma2, self.threshold, self.train_clip
+                )
+                kernels[name] = (mean_kernel, variance_kernel)
+            else:
+                log_alpha = _clipped_log_alpha(theta, log_sigma2)
+                kernels[name] = theta * self._mask(log_alpha)
+                kernel_kl = ops.sum(kl_divergence(log_alpha))
+            kl = kl + kernel_kl
+        return kernels, kl
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -460,7 +465,7 @@ def _clipped_log_alpha(mean: Any, log_sigma2: Any) -> Any:
     """``log_sigma2 - log(mean^2 + 1e-8)`` in float32, clipped like the KL's."""
     mean = ops.cast(mean, "float32")
     log_sigma2 = ops.cast(log_sigma2, "float32")
-    log_alpha = log_sigma2 - ops.log(ops.square(mean) + _THETA_EPSILON)
+    log_alpha = log_sigma2 - ops.log(ops.square(mean) + THETA_EPSILON)
     return ops.clip(log_alpha, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
 
 

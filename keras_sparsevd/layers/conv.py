@@ -166,20 +166,12 @@ class BaseSeparableConvSVD(_ConvSVD):
             inputs, kernel, strides=1, padding="valid", data_format=self.data_format
         )
 
-    def _forward(self, inputs: Any, log_alphas: dict, training: bool) -> Any:
+    def _forward(self, inputs: Any, kernels: dict, training: bool) -> Any:
         hidden = self._linear(
-            inputs,
-            "depthwise_kernel",
-            self._depthwise,
-            log_alphas["depthwise_kernel"],
-            training,
+            inputs, self._depthwise, kernels["depthwise_kernel"], training
         )
         return self._linear(
-            hidden,
-            "pointwise_kernel",
-            self._pointwise,
-            log_alphas["pointwise_kernel"],
-            training,
+            hidden, self._pointwise, kernels["pointwise_kernel"], training
         )
 
 
