@@ -9,6 +9,10 @@ For LeNet-300-100 and LeNet-5-Caffe this compares, side by side:
   whose kernels hold the pruned weights as zeros (same shapes);
 - ``compact``: ``strip_sparsevd(model, compact=True)``, which also removes
   the units and filters that pruning left dead (smaller shapes);
+- ``compact, inputs dropped``: the same with ``drop_unread_inputs=True``: a
+  gather (`keras_sparsevd.export.SelectFeatures`) in front of the first
+  layer keeps only the input features it reads, and its kernel shrinks to
+  match (the same model as ``compact`` where every input is read);
 - ``sparse .npz``: the compact model written with
   `keras_sparsevd.save_sparse` and read back with `load_sparse`. The file
   stores only the kept weights, but it loads into dense Keras layers, so it
@@ -64,7 +68,14 @@ from examples import models as zoo
 from keras_sparsevd.export import sizes as export_sizes
 
 MODELS = ("lenet300", "lenet5")
-VARIANTS = ("dense", "svd (eval)", "stripped", "compact", "sparse .npz")
+VARIANTS = (
+    "dense",
+    "svd (eval)",
+    "stripped",
+    "compact",
+    "compact, inputs dropped",
+    "sparse .npz",
+)
 BATCHES = {"latency": 1, "throughput": 100}
 
 # Per Sparse VD layer, in order: (kept weights, surviving output units).
@@ -207,6 +218,9 @@ def make_variants(
         "svd (eval)": model,
         "stripped": ksvd.strip_sparsevd(model),
         "compact": compact,
+        "compact, inputs dropped": ksvd.strip_sparsevd(
+            model, compact=True, drop_unread_inputs=True
+        ),
         "sparse .npz": ksvd.load_sparse(sparse_path),
     }
 

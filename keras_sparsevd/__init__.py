@@ -2,6 +2,7 @@
 
 from keras_sparsevd.callbacks import KLScheduler, SparsityLogger
 from keras_sparsevd.export import (
+    SelectFeatures,
     SizeEntry,
     SizeReport,
     TFLiteNotSupportedError,
@@ -68,6 +69,7 @@ __all__ = [
     "LayerSparsity",
     "MultiHeadAttentionSVD",
     "NonFiniteWeightsError",
+    "SelectFeatures",
     "SeparableConv1DSVD",
     "SeparableConv2DSVD",
     "SizeEntry",

@@ -277,7 +277,7 @@ _SERVE_SCRIPT = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Blocker())
-    repo, saved_model, keras_file, x_path, y_path = sys.argv[1:]
+    repo, saved_model, keras_file, x_path, y_path, keras_loads = sys.argv[1:]
     # Drop the source checkout itself, not folders inside it: the README's
     # virtual environment lives in repo/.venv.
     root = os.path.realpath(repo)
@@ -300,21 +300,31 @@ _SERVE_SCRIPT = textwrap.dedent(
     assert diff <= 1e-5, diff
     import keras
 
-    reloaded = keras.saving.load_model(keras_file)
-    diff = float(np.max(np.abs(reloaded.predict(x, verbose=0) - expected)))
-    assert diff <= 1e-5, diff
+    if keras_loads == "yes":
+        reloaded = keras.saving.load_model(keras_file)
+        diff = float(np.max(np.abs(reloaded.predict(x, verbose=0) - expected)))
+        assert diff <= 1e-5, diff
+    else:
+        # It holds a layer of keras_sparsevd's: Keras cannot find the class.
+        try:
+            keras.saving.load_model(keras_file)
+        except Exception as error:
+            assert keras_loads in str(error), error
+        else:
+            raise SystemExit(".keras file loaded without keras_sparsevd")
     assert not any(m.startswith("keras_sparsevd") for m in sys.modules)
     print("SERVED_OK")
     """
 )
 
 
-def test_savedmodel_serves_in_a_process_without_keras_sparsevd(tmp_path):
-    rng = np.random.default_rng(4)
-    model = small_cnn(rng)
-    x = rng.uniform(0, 255, (5, 12, 12, 3)).astype("float32")
-    expected = model.predict(x, verbose=0)
-    plain = ksvd.strip_sparsevd(model)
+def serve_without_package(tmp_path, plain, x, expected, keras_loads="yes"):
+    """Exports `plain` and checks it in a process without keras_sparsevd.
+
+    The SavedModel must reproduce `expected`; so must the ``.keras`` file
+    if `keras_loads` is "yes", else loading it must fail with an error
+    containing `keras_loads`.
+    """
     plain.export(str(tmp_path / "savedmodel"), verbose=False)
     plain.save(str(tmp_path / "plain.keras"))
     np.save(tmp_path / "x.npy", x)
@@ -324,7 +334,7 @@ def test_savedmodel_serves_in_a_process_without_keras_sparsevd(tmp_path):
     result = subprocess.run(
         [sys.executable, "-I", "-c", _SERVE_SCRIPT, REPO_ROOT]
         + [str(tmp_path / name) for name in ("savedmodel", "plain.keras")]
-        + [str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        + [str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), keras_loads],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -333,6 +343,14 @@ def test_savedmodel_serves_in_a_process_without_keras_sparsevd(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SERVED_OK" in result.stdout
+
+
+def test_savedmodel_serves_in_a_process_without_keras_sparsevd(tmp_path):
+    rng = np.random.default_rng(4)
+    model = small_cnn(rng)
+    x = rng.uniform(0, 255, (5, 12, 12, 3)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    serve_without_package(tmp_path, ksvd.strip_sparsevd(model), x, expected)
 
 
 # --------------------------------------------------------------------------
@@ -585,3 +603,142 @@ def test_compact_rejects_branching_graphs():
         ksvd.strip_sparsevd(model, compact=True)
     # Stripping alone handles any graph.
     assert not svd_layers(ksvd.strip_sparsevd(model))
+
+
+# --------------------------------------------------------------------------
+# Compaction: input features the first layer does not read
+
+
+def image_mlp(rng):
+    """Rescaling -> Flatten -> fc1 -> fc2 on 6x6 images; fc1 reads 16 pixels.
+
+    fc1 reads none of the 20 border pixels; pixel 14 feeds only fc1's unit
+    0, which nobody reads, so compaction removes the unit and then the pixel
+    is unread too.
+    """
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Rescaling(2.0, offset=-1.0),
+            keras.layers.Flatten(),
+            ksvd.DenseSVD(10, activation="relu", name="fc1"),
+            ksvd.DenseSVD(4, name="fc2"),
+        ],
+        name="image_mlp",
+    )
+    border = np.ones((6, 6), bool)
+    border[1:-1, 1:-1] = False
+    keep = {"fc1": np.ones((36, 10), bool), "fc2": np.ones((10, 4), bool)}
+    keep["fc1"][border.ravel()] = False
+    keep["fc1"][14] = False
+    keep["fc1"][14, 0] = True
+    keep["fc2"][0] = False
+    force_masks(model, keep, rng)
+    read = np.flatnonzero(~border.ravel())
+    return model, read[read != 14]
+
+
+def test_compact_drop_unread_inputs_dense(tmp_path):
+    rng = np.random.default_rng(13)
+    model, read = image_mlp(rng)
+    x = rng.random((8, 6, 6, 1)).astype("float32")
+
+    small = ksvd.compact_model(model, drop_unread_inputs=True)
+
+    assert [type(layer).__name__ for layer in small.layers] == [
+        "Rescaling",
+        "Flatten",
+        "SelectFeatures",
+        "Dense",
+        "Dense",
+    ]
+    assert isinstance(small, keras.Sequential) and small.name == "image_mlp"
+    select = small.get_layer("fc1_read_inputs")
+    assert select.indices == read.tolist() and len(read) == 15
+    assert small.get_layer("fc1").kernel.shape == (15, 9)
+    assert small.input_shape == (None, 6, 6, 1)
+    assert max_diff(model, small, x) <= TOLERANCE
+    # The gather is a layer of this package: it saves and loads like Keras'.
+    small.save(tmp_path / "small.keras")
+    loaded = keras.saving.load_model(tmp_path / "small.keras")
+    assert loaded.get_layer("fc1_read_inputs").indices == read.tolist()
+    assert max_diff(model, loaded, x) <= TOLERANCE
+    # strip_sparsevd takes the option along with compact=True only.
+    stripped = ksvd.strip_sparsevd(model, compact=True, drop_unread_inputs=True)
+    assert stripped.get_layer("fc1").kernel.shape == (15, 9)
+    with pytest.raises(ValueError, match="pass compact=True"):
+        ksvd.strip_sparsevd(model, drop_unread_inputs=True)
+    # Off (the default), the model's inputs reach fc1 as they were.
+    default = ksvd.compact_model(model)
+    assert "SelectFeatures" not in [type(layer).__name__ for layer in default.layers]
+    assert default.get_layer("fc1").kernel.shape == (36, 9)
+
+
+def test_compact_drop_unread_inputs_conv_and_nested_functional():
+    rng = np.random.default_rng(14)
+    head = keras.Sequential(
+        [
+            keras.Input((3, 3, 4)),
+            keras.layers.Flatten(),
+            ksvd.DenseSVD(5, activation="relu", name="head_fc1"),
+            ksvd.DenseSVD(2, name="head_fc2"),
+        ],
+        name="head",
+    )
+    inputs = keras.Input((6, 6, 3))
+    x = ksvd.Conv2DSVD(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    model = keras.Model(inputs, head(x), name="rgb")
+    keep = {
+        layer.name: rng.random(tuple(layer.kernel.shape)) < 0.8
+        for layer in svd_layers(model)
+    }
+    keep["conv"][..., 1, :] = False  # the green channel: unread
+    keep["head_fc1"][:12] = False  # the first 3 of the 9 pooled positions
+    force_masks(model, keep, rng)
+    x = rng.random((4, 6, 6, 3)).astype("float32")
+
+    small = ksvd.compact_model(model, drop_unread_inputs=True)
+
+    assert small.name == "rgb" and not isinstance(small, keras.Sequential)
+    select = small.get_layer("conv_read_inputs")
+    assert (select.indices, select.axis) == ([0, 2], -1)
+    assert small.get_layer("conv").kernel.shape == (3, 3, 2, 4)
+    # Inside the nested model, in front of its first Dense.
+    nested = small.get_layer("head")
+    inner = nested.get_layer("head_fc1_read_inputs")
+    assert inner.indices == list(range(12, 36))
+    assert nested.get_layer("head_fc1").kernel.shape == (24, 5)
+    assert max_diff(model, small, x) <= TOLERANCE
+
+
+def test_compact_drop_unread_inputs_serves_without_package(tmp_path):
+    rng = np.random.default_rng(15)
+    model, _ = image_mlp(rng)
+    x = rng.random((5, 6, 6, 1)).astype("float32")
+    small = ksvd.compact_model(model, drop_unread_inputs=True)
+    serve_without_package(
+        tmp_path,
+        small,
+        x,
+        model.predict(x, verbose=0),
+        keras_loads="keras_sparsevd>SelectFeatures",
+    )
+
+
+def test_select_features_layer():
+    layer = ksvd.SelectFeatures([2, 0], axis=1, name="pick")
+    x = np.arange(24, dtype="float32").reshape(2, 3, 4)
+    out = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_array_equal(out, x[:, [2, 0], :])
+    assert layer.compute_output_shape((None, 3, 4)) == (None, 2, 4)
+    again = ksvd.SelectFeatures.from_config(layer.get_config())
+    assert (again.indices, again.axis, again.name) == ([2, 0], 1, "pick")
+    with pytest.raises(ValueError, match="non-negative integers"):
+        ksvd.SelectFeatures([])
+    with pytest.raises(ValueError, match="non-negative integers"):
+        ksvd.SelectFeatures([-1])
+    with pytest.raises(ValueError, match="batch axis"):
+        ksvd.SelectFeatures([0], axis=0)
+    with pytest.raises(ValueError, match="only 3 there"):
+        ksvd.SelectFeatures([3], axis=1)(x)

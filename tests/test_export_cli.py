@@ -75,6 +75,50 @@ def test_cli_writes_formats_and_prints_reports(svd_model_path, tmp_path, capsys)
         assert np.max(np.abs(exported.predict(x, verbose=0) - expected)) <= 1e-5
 
 
+def test_cli_drop_unread_inputs(tmp_path, capsys):
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Flatten(),
+            ksvd.DenseSVD(8, activation="relu", name="fc1"),
+            ksvd.DenseSVD(3, name="fc2"),
+        ]
+    )
+    fc1 = model.get_layer("fc1")
+    theta = keras.ops.convert_to_numpy(fc1.kernel)
+    log_theta2 = np.log(theta**2 + 1e-8)
+    # Pixels 0-9 are pruned: fc1 reads 26 of the 36.
+    fc1.log_sigma2.assign(np.where(np.arange(36)[:, None] < 10, 8.0, -8.0) + log_theta2)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    out = tmp_path / "out"
+
+    status = cli.main([path, str(out), "--drop-unread-inputs"])
+    assert status == 2
+    assert "pass --compact too" in _single_error_line(capsys.readouterr().err)
+
+    argv = [
+        path,
+        str(out),
+        "--compact",
+        "--drop-unread-inputs",
+        "--format",
+        "keras,sparse",
+    ]
+    status = cli.main(argv)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "fc1_read_inputs: 36 -> 26 input features read" in captured.out
+    x = np.random.default_rng(1).random((4, 6, 6, 1)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    for exported in (
+        keras.saving.load_model(out / "model.keras"),
+        ksvd.load_sparse(out / "model.npz"),
+    ):
+        assert exported.get_layer("fc1").kernel.shape == (26, 8)
+        assert np.max(np.abs(exported.predict(x, verbose=0) - expected)) <= 1e-5
+
+
 def test_cli_refuses_existing_out_dir_and_overwrites_only_its_files(
     svd_model_path, tmp_path, capsys
 ):

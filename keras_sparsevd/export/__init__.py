@@ -2,19 +2,23 @@
 
 - `strip_sparsevd`: Sparse VD layers -> plain Keras layers (pruned weights 0);
   the result saves as ``.keras`` and exports as a TF SavedModel or TFLite.
-- `compact_model`: also drops the units and filters pruning left dead.
+- `compact_model`: also drops the units and filters pruning left dead
+  (and, with ``drop_unread_inputs=True``, the input features nobody reads,
+  through a `SelectFeatures` layer).
 - `save_sparse` / `load_sparse`: a file holding only the kept weights.
 - `size_report`: bytes on disk of each of these.
 - ``python -m keras_sparsevd.export MODEL.keras OUT_DIR``: all of it from the
   command line.
 """
 
+from keras_sparsevd.export.select import SelectFeatures
 from keras_sparsevd.export.sizes import SizeEntry, SizeReport, size_report
 from keras_sparsevd.export.sparse_format import load_sparse, save_sparse
 from keras_sparsevd.export.strip import compact_model, strip_sparsevd
 from keras_sparsevd.export.tflite import TFLiteNotSupportedError, export_tflite
 
 __all__ = [
+    "SelectFeatures",
     "SizeEntry",
     "SizeReport",
     "TFLiteNotSupportedError",

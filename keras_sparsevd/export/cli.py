@@ -3,14 +3,18 @@
 Usage::
 
     python -m keras_sparsevd.export MODEL.keras OUT_DIR [--compact]
-        [--format savedmodel,keras,sparse,tflite] [--float16] [--overwrite]
+        [--drop-unread-inputs] [--format savedmodel,keras,sparse,tflite]
+        [--float16] [--overwrite]
 
 Writes, for the formats asked for (default ``savedmodel,keras,sparse``):
 
 - ``OUT_DIR/savedmodel/``: TF SavedModel of the stripped model; serve it
   with ``loaded = tf.saved_model.load(path)`` then ``loaded.serve(x)`` (keep
   ``loaded`` alive), no keras_sparsevd needed.
-- ``OUT_DIR/model.keras``: the stripped model, plain Keras layers.
+- ``OUT_DIR/model.keras``: the stripped model, plain Keras layers (with
+  ``--drop-unread-inputs``, also a `keras_sparsevd.export.SelectFeatures`
+  layer, so loading it needs ``import keras_sparsevd``; the SavedModel and
+  TFLite exports still serve without the package).
 - ``OUT_DIR/model.npz``: the sparse format (`keras_sparsevd.load_sparse`).
 - ``OUT_DIR/model.tflite``: TFLite, where Keras can export it (else skipped
   with a message).
@@ -37,6 +41,7 @@ import zipfile
 import keras
 import numpy as np
 
+from keras_sparsevd.export.select import SelectFeatures
 from keras_sparsevd.export.sizes import (
     DENSE_LABEL,
     SizeEntry,
@@ -77,9 +82,15 @@ def main(argv: list | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         formats = _parse_formats(args.format)
+        if args.drop_unread_inputs and not args.compact:
+            raise UsageError(
+                "--drop-unread-inputs is part of compaction: pass --compact too."
+            )
         _check_paths(args.model, args.out_dir, args.overwrite)
         model = _load(args.model)
-        stripped = strip_sparsevd(model, compact=args.compact)
+        stripped = strip_sparsevd(
+            model, compact=args.compact, drop_unread_inputs=args.drop_unread_inputs
+        )
     except UsageError as error:
         return _fail(str(error), 2)
     except ValueError as error:
@@ -123,6 +134,15 @@ def _parser() -> argparse.ArgumentParser:
         "--compact",
         action="store_true",
         help="also remove dead units and filters (same predictions, smaller)",
+    )
+    parser.add_argument(
+        "--drop-unread-inputs",
+        action="store_true",
+        help=(
+            "with --compact, also drop the input features the first layer does "
+            "not read (a gather in front of it; model.keras then needs "
+            "keras_sparsevd to load, the SavedModel and TFLite do not)"
+        ),
     )
     parser.add_argument(
         "--format",
@@ -214,6 +234,13 @@ def _compaction_summary(model: keras.Model, compact: keras.Model) -> str:
     for name, width in after.items():
         if name in before:
             lines.append(f"  {name}: {before[name]} -> {width}")
+    for layer in compact._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, SelectFeatures):
+            read = len(layer.indices)
+            lines.append(
+                f"  {layer.name}: {layer.input.shape[layer.axis]} -> {read} "
+                "input features read"
+            )
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -21,6 +22,7 @@ from keras_sparsevd.export.cloning import (
     is_graph_model,
     uncompiled,
 )
+from keras_sparsevd.export.select import SelectFeatures
 from keras_sparsevd.model_helpers import svd_layers
 
 _DENSE = keras.layers.Dense
@@ -88,7 +90,7 @@ _ELEMENTWISE_ACTIVATIONS = frozenset(
 )
 
 
-def compact_plain(model: keras.Model) -> keras.Model:
+def compact_plain(model: keras.Model, drop_unread_inputs: bool = False) -> keras.Model:
     """A smaller plain model without the units and filters pruning left dead.
 
     Works on pairs of consecutive prunable layers P -> Q (`keras.layers.Dense`
@@ -107,8 +109,20 @@ def compact_plain(model: keras.Model) -> keras.Model:
     Rows of Q and entries of per-channel layers between P and Q are removed
     with it. Removing units of Q can leave more units of P feeding nothing,
     so the passes repeat until nothing changes. At least one unit of each
-    layer is kept; the last prunable layer (the model's outputs) and the
-    inputs of the first one are never changed.
+    layer is kept; the last prunable layer (the model's outputs) is never
+    changed, nor are the inputs of the first one unless `drop_unread_inputs`.
+
+    With `drop_unread_inputs`, the input features that the first prunable
+    layer no longer reads (all-zero kernel rows of a Dense, all-zero input
+    channels of a convolution, counted after its dead units are gone) are
+    dropped as well: a `SelectFeatures` layer keeping the read ones goes
+    right in front of it, and its kernel loses the unread rows or channels.
+    This is exact whatever comes before the layer, since a gather in front of
+    a matmul or convolution only skips terms that are multiplied by 0 (an
+    inf or NaN in an unread feature no longer turns the output NaN, though).
+    The model's own inputs stay as they are, and the layers before the gather
+    still run on all features. It applies to the first Dense/Conv of the
+    model and of each nested model, and only where some feature is unread.
 
     Layers allowed between P and Q: activation layers with an elementwise
     activation (``Activation``, ``ReLU``, ``LeakyReLU``, ``ELU``; not
@@ -131,6 +145,10 @@ def compact_plain(model: keras.Model) -> keras.Model:
             layers form one chain (one input, one output, no branches, no
             shared layers). `keras_sparsevd.compact_model` strips a Sparse
             VD model first and then calls this.
+        drop_unread_inputs: also drop the input features the first
+            prunable layer does not read (see above). The result then holds
+            a `SelectFeatures` layer, so its ``.keras`` file needs
+            keras_sparsevd to load; SavedModel and TFLite exports do not.
 
     Returns:
         A new, uncompiled model of the same kind, with the same name,
@@ -155,7 +173,11 @@ def compact_plain(model: keras.Model) -> keras.Model:
     chain = _chain(model)
     shapes = _output_shapes(chain, tuple(model.inputs[0].shape))
     units = _plan(chain, shapes)
-    return _rebuild(model, units)
+    if drop_unread_inputs and units:
+        # After `_plan`: the columns of the first layer's removed units are
+        # zero by now, so rows that fed only those count as unread too.
+        _select_read_inputs(units[0])
+    return _rebuild(model, units, drop_unread_inputs)
 
 
 @dataclasses.dataclass
@@ -182,6 +204,9 @@ class _Prunable:
     use_bias: bool
     keep: np.ndarray
     link: _Link | None = None
+    # Input features (Dense rows, conv input channels) kept behind a
+    # `SelectFeatures`; None: the layer reads its inputs as they come.
+    read: np.ndarray | None = None
 
 
 def _chain(model: keras.Model) -> list:
@@ -416,10 +441,30 @@ def _prune_pair(link: _Link, target: _Prunable) -> bool:
     return True
 
 
+def _select_read_inputs(unit: _Prunable) -> None:
+    """Sets ``unit.read`` to the input features its kernel reads, if not all.
+
+    Dense and channels_last convolution kernels alike are shaped
+    ``(..., inputs, units)``, and their inputs come along the input's last
+    axis, so a feature is read if its slice of axis -2 has a non-zero.
+    """
+    kernel = unit.kernel[..., unit.keep]
+    axes = tuple(i for i in range(kernel.ndim) if i != kernel.ndim - 2)
+    read = np.any(kernel != 0, axis=axes)
+    if read.all():
+        return
+    if not read.any():
+        # A gather of nothing and a kernel of 0 rows are not Keras layers.
+        read[0] = True
+    unit.read = read
+
+
 def _final_weights(unit: _Prunable) -> tuple:
     """The kept part of a layer's kernel and bias, and its new config."""
     kernel = unit.kernel
-    if unit.link is not None:
+    if unit.read is not None:
+        kernel = kernel[..., unit.read, :]
+    elif unit.link is not None:
         keep_in = unit.link.source.keep
         units = kernel.shape[-1]
         if isinstance(unit.layer, _DENSE):
@@ -440,10 +485,20 @@ def _final_weights(unit: _Prunable) -> tuple:
     return weights, config
 
 
-def _rebuild(model: keras.Model, units: list) -> keras.Model:
+def _rebuild(model: keras.Model, units: list, drop_unread_inputs: bool) -> keras.Model:
     weights: dict = {}
     configs: dict = {}
+    selects: dict = {}
     for unit in units:
+        if unit.read is not None:
+            selects[id(unit.layer)] = SelectFeatures(
+                np.flatnonzero(unit.read),
+                axis=-1,
+                name=_free_name(model, f"{unit.layer.name}_read_inputs"),
+                # The layer's own policy: inputs are cast where they were
+                # before (mixed precision), not to float32 and back.
+                dtype=unit.layer.dtype_policy,
+            )
         weights[id(unit.layer)], configs[id(unit.layer)] = _final_weights(unit)
         if unit.link is not None:
             keep = unit.link.source.keep
@@ -454,7 +509,7 @@ def _rebuild(model: keras.Model, units: list) -> keras.Model:
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, keras.Model) and is_graph_model(layer):
-            return _compact_nested(layer)
+            return _compact_nested(layer, drop_unread_inputs)
         if id(layer) in configs:
             new = layer.__class__.from_config(configs[id(layer)])
         else:
@@ -462,15 +517,90 @@ def _rebuild(model: keras.Model, units: list) -> keras.Model:
         pairs.append((layer, new))
         return new
 
-    compacted = uncompiled(keras.models.clone_model(model, clone_function=clone_layer))
+    if selects:
+        compacted = _clone_with_selects(model, clone_layer, selects)
+    else:
+        compacted = keras.models.clone_model(model, clone_function=clone_layer)
+    compacted = uncompiled(compacted)
     for old, new in pairs:
         new.set_weights(weights.get(id(old), old.get_weights()))
     return compacted
 
 
-def _compact_nested(model: keras.Model) -> keras.Model:
+def _clone_with_selects(
+    model: keras.Model,
+    clone_layer: Callable[[keras.layers.Layer], keras.layers.Layer],
+    selects: dict,
+) -> keras.Model:
+    """`keras.models.clone_model`, with ``selects[id(old)]`` in front of old's clone.
+
+    Args:
+        model: the chain being compacted.
+        clone_layer: makes the new layer for an old one.
+        selects: from ``id(old layer)`` to the `SelectFeatures` that feeds
+            its clone.
+
+    Returns:
+        The clone, of the same kind as `model`.
+    """
+    if isinstance(model, keras.Sequential):
+        # clone_model takes no call_function for a Sequential model (its
+        # layers are only listed): list them here, as clone_model does.
+        layers = []
+        for layer in model.layers:
+            if id(layer) in selects:
+                layers.append(selects[id(layer)])
+            layers.append(clone_layer(layer))
+        # A built Sequential model has an input, whether or not it was
+        # given as an InputLayer.
+        spec = model.inputs[0]
+        first = model._layers[0]
+        given = isinstance(first, keras.layers.InputLayer)
+        inputs = keras.Input(
+            batch_shape=spec.shape,
+            dtype=spec.dtype,
+            name=first.name if given else None,
+            optional=first.optional if given else False,
+        )
+        return keras.Sequential(
+            [inputs] + layers, name=model.name, trainable=model.trainable
+        )
+    fed = {}
+
+    def clone_and_note(layer: keras.layers.Layer) -> keras.layers.Layer:
+        new = clone_layer(layer)
+        if id(layer) in selects:
+            fed[id(new)] = selects[id(layer)]
+        return new
+
+    def call(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
+        if id(layer) in fed:
+            select = fed[id(layer)]
+            if args:
+                args = (select(args[0]),) + args[1:]
+            else:  # called as layer(inputs=x)
+                kwargs["inputs"] = select(kwargs["inputs"])
+        return layer(*args, **kwargs)
+
+    return keras.models.clone_model(
+        model, clone_function=clone_and_note, call_function=call
+    )
+
+
+def _free_name(model: keras.Model, name: str) -> str:
+    """`name`, or `name` with a number appended if a layer of `model` has it."""
+    taken = {
+        layer.name for layer in model._flatten_layers(include_self=True, recursive=True)
+    }
+    candidate, number = name, 1
+    while candidate in taken:
+        candidate, number = f"{name}_{number}", number + 1
+    return candidate
+
+
+def _compact_nested(model: keras.Model, drop_unread_inputs: bool) -> keras.Model:
     try:
-        return compact_plain(model)
+        return compact_plain(model, drop_unread_inputs)
     except ValueError as error:
         warnings.warn(
             f"Not compacting inside nested model {model.name!r}: {error}",

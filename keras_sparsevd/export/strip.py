@@ -55,7 +55,9 @@ def unregistered_sparse_error(layer: keras.layers.Layer) -> ValueError:
     )
 
 
-def strip_sparsevd(model: keras.Model, compact: bool = False) -> keras.Model:
+def strip_sparsevd(
+    model: keras.Model, compact: bool = False, drop_unread_inputs: bool = False
+) -> keras.Model:
     """A plain Keras model computing the Sparse VD model's inference pass.
 
     Every Sparse VD layer, also inside nested Sequential or functional
@@ -80,13 +82,17 @@ def strip_sparsevd(model: keras.Model, compact: bool = False) -> keras.Model:
             layers.
         compact: if True, also remove units and filters that are dead after
             pruning (see `compact_model`); the predictions stay the same.
+        drop_unread_inputs: with `compact`, also drop the input features the
+            first Dense/Conv layer does not read, through a `SelectFeatures`
+            layer in front of it (see `compact_model`).
 
     Returns:
         A new, built, uncompiled Keras model of the same class (Sequential or
         functional) with the same name and inputs.
 
     Raises:
-        ValueError: if `model` is a subclassed model (it cannot be cloned
+        ValueError: if `drop_unread_inputs` is given without `compact`, or
+            `model` is a subclassed model (it cannot be cloned
             layer by layer), is not built, holds no Sparse VD layer, holds a
             Sparse VD layer of an unregistered class (a user's subclass of
             `DenseSVD`), or a layer that cannot be re-created from its config.
@@ -98,6 +104,11 @@ def strip_sparsevd(model: keras.Model, compact: bool = False) -> keras.Model:
     >>> plain = strip_sparsevd(model)  # doctest: +SKIP
     >>> plain.export("lenet300_savedmodel")  # doctest: +SKIP
     """
+    if drop_unread_inputs and not compact:
+        raise ValueError(
+            "`drop_unread_inputs=True` is part of compaction: pass compact=True "
+            "as well."
+        )
     check_strippable(model)
     stripped = rebuild(
         model,
@@ -114,11 +125,11 @@ def strip_sparsevd(model: keras.Model, compact: bool = False) -> keras.Model:
             "`keras_sparsevd.register_layer_pair`."
         )
     if compact:
-        stripped = compact_plain(stripped)
+        stripped = compact_plain(stripped, drop_unread_inputs)
     return stripped
 
 
-def compact_model(model: keras.Model) -> keras.Model:
+def compact_model(model: keras.Model, drop_unread_inputs: bool = False) -> keras.Model:
     """A smaller plain model without the units and filters pruning left dead.
 
     A model with Sparse VD layers is stripped first (`strip_sparsevd`); then
@@ -127,9 +138,27 @@ def compact_model(model: keras.Model) -> keras.Model:
     `keras_sparsevd.export.compact.compact_plain` for the exact rules and
     what is left as it is, with a warning).
 
+    The model's inputs are kept as they are. Pruning (structured pruning
+    especially) can leave input features that the first layer does not read
+    any more, e.g. pixels at the border of an image: with
+    ``drop_unread_inputs=True`` a `keras_sparsevd.export.SelectFeatures`
+    layer (a gather) in front of the first Dense or convolution keeps only
+    the features it reads, and its kernel loses the other rows or input
+    channels. That trades the unread features' multiply-adds for a copy of
+    the read ones: on the structured LeNet-300-100 (fc1 reads 320 of 784
+    pixels) it paid off in TFLite on CPU, not through TF's own runtime,
+    where the gather cost about what it saved. A ``.keras`` file of such a
+    model needs keras_sparsevd to load (``import keras_sparsevd`` registers
+    the layer); its TF SavedModel (``model.export``) and TFLite exports are
+    traced graphs that do not.
+
     Args:
         model: a built Sequential model, or a functional model whose layers
             form one chain; plain or Sparse VD.
+        drop_unread_inputs: also drop the input features that the first
+            Dense/Conv layer (of the model and of each nested model) does not
+            read. Off by default: the result is then made of Keras layers
+            only.
 
     Returns:
         A new, uncompiled model of the same kind, with the same name,
@@ -147,8 +176,10 @@ def compact_model(model: keras.Model) -> keras.Model:
     """
     check_graph_model(model, "compact")
     if svd_layers(model):
-        return strip_sparsevd(model, compact=True)
-    return compact_plain(model)
+        return strip_sparsevd(
+            model, compact=True, drop_unread_inputs=drop_unread_inputs
+        )
+    return compact_plain(model, drop_unread_inputs)
 
 
 def check_strippable(model: Any) -> None:
