@@ -10,6 +10,11 @@
   without XLA, and a statistical check of cheaper generators.
 - ``python -m benchmarks.profile_step``: where the time of a jit-compiled
   Sparse VD training step goes, by category of XLA instruction.
+- ``.venv-peers/bin/python -m benchmarks.magnitude_pruning``: the LeNets
+  pruned by magnitude with TF Model Optimization (Keras 2, in the virtual
+  environment that ``bash benchmarks/peers_venv.sh`` makes), with the
+  examples' data, optimizer and epochs; ``python -m benchmarks.pruning_plot``
+  draws its reports beside Sparse VD's threshold sweeps.
 
 The timings of train_speed, inference and noise are medians over rounds in
 which the variants being compared run interleaved in the same process, so

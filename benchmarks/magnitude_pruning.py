@@ -1,0 +1,627 @@
+"""Magnitude pruning (TF Model Optimization) on the LeNets, beside Sparse VD.
+
+Trains LeNet-300-100 or LeNet-5-Caffe with ``prune_low_magnitude`` from TF
+Model Optimization (tfmot) on every Dense and Conv kernel, with what
+``examples.train`` gives Sparse VD: the MNIST files shipped in
+``examples/mnist/``, the same preprocessing (pixels / 256 minus the training
+mean image), Adam (1e-3, betas 0.9 / 0.999, epsilon 1e-8), batch 100, the
+same learning-rate schedule for each net (LeNet-300-100: constant for the
+first half, then linear to 0; LeNet-5-Caffe: linear to 0) and the same
+epochs (200). The nets are the examples' dense baselines, Keras' default
+initialisers included.
+
+Pruning schedule: tfmot's ``PolynomialDecay`` (power 3, as Zhu and Gupta,
+2017) from 0 sparsity at step 0 to the target at ``--prune-end`` (default
+0.6) of the training steps, the masks updated every 100 steps (fewer in very
+short runs, so that the target is still reached); from there to the end the
+masks stay fixed and the kept weights are fine-tuned. Only kernels are
+pruned: biases are neither pruned nor counted.
+
+Targets:
+
+* ``--sparsity 0.9``: the same sparsity in every layer.
+* ``--per-layer-from results/lenet300-mnist-svd-seed0.json``: each layer's
+  sparsity taken from a Sparse VD run's JSON report (its
+  ``sparsity_report``), so that both methods keep the same number of weights
+  in each layer and magnitude alone decides which ones.
+
+The JSON report (``--out``) holds the test error (%), the compression (total
+weights / nonzero weights, kernels only, as in the Sparse VD reports), the
+sparsity of each layer, the per-epoch history, the exact command, epochs,
+seed, library versions and wall time.
+
+tfmot does not import under Keras 3, so this runs on Keras 2 (``tf_keras``)
+in a virtual environment of its own, kept out of keras_sparsevd's
+dependencies. From the repository root::
+
+    bash benchmarks/peers_venv.sh     # once: creates .venv-peers/
+    .venv-peers/bin/python -m benchmarks.magnitude_pruning \\
+        --model lenet300 --sparsity 0.99 \\
+        --out results/lenet300-mnist-magnitude-s0.99-seed0.json
+    .venv-peers/bin/python -m benchmarks.magnitude_pruning \\
+        --model lenet5 --per-layer-from results/lenet5-mnist-svd-seed0.json
+
+A smoke test: add ``--epochs 2 --train-limit 2000``. ``python -m
+benchmarks.pruning_plot`` draws the reports beside Sparse VD's threshold
+sweeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+MODELS = ("lenet300", "lenet5")
+# The prunable layers of each net, named as in examples/models.py, so that a
+# Sparse VD report's per-layer figures map onto them by name.
+PRUNABLE_LAYERS = {
+    "lenet300": ("fc1", "fc2", "fc3"),
+    "lenet5": ("conv1", "conv2", "fc1", "fc2"),
+}
+# Kernel sizes, to check that a Sparse VD report is of the same net.
+KERNEL_SIZES = {
+    "lenet300": {"fc1": 784 * 300, "fc2": 300 * 100, "fc3": 100 * 10},
+    "lenet5": {
+        "conv1": 5 * 5 * 1 * 20,
+        "conv2": 5 * 5 * 20 * 50,
+        "fc1": 800 * 500,
+        "fc2": 500 * 10,
+    },
+}
+BASE_LR = 1e-3
+MAX_PRUNING_FREQUENCY = 100
+VENV_HINT = (
+    "Make its virtual environment once, from the repository root, with "
+    "`bash benchmarks/peers_venv.sh` (tensorflow, tf_keras, "
+    "tensorflow-model-optimization in .venv-peers/), then run "
+    "`.venv-peers/bin/python -m benchmarks.magnitude_pruning ...`."
+)
+
+
+class PeersUnavailable(SystemExit):
+    """tf_keras / tfmot cannot be used in this interpreter (e.g. Keras 3)."""
+
+
+def lr_schedule(model: str, base_lr: float, epochs: int) -> Callable[[int], float]:
+    """The learning rate of each epoch, as ``examples.train`` gives the net.
+
+    Args:
+        model: "lenet300" or "lenet5".
+        base_lr: the rate at epoch 0.
+        epochs: the length of training the schedule is stretched to.
+
+    Returns:
+        A function of the epoch (0-based) to the learning rate.
+    """
+    if model == "lenet300":
+        half = epochs / 2
+
+        def schedule(epoch: int) -> float:
+            return base_lr if epoch < half else base_lr * (epochs - epoch) / half
+
+    else:
+
+        def schedule(epoch: int) -> float:
+            return base_lr * (epochs - epoch) / epochs
+
+    return schedule
+
+
+def uniform_targets(model: str, sparsity: float) -> dict[str, float]:
+    """The same target sparsity (a fraction) for every prunable layer.
+
+    Args:
+        model: "lenet300" or "lenet5".
+        sparsity: fraction of each kernel to prune, in [0, 1).
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"`--sparsity` must be in [0, 1), got {sparsity}.")
+    return {name: float(sparsity) for name in PRUNABLE_LAYERS[model]}
+
+
+def per_layer_targets(report: dict | str | os.PathLike, model: str) -> dict[str, float]:
+    """Each layer's sparsity (a fraction) from a Sparse VD run's JSON report.
+
+    Reads the report's ``sparsity_report`` (exact kept counts) where present,
+    else its ``per_layer_sparsity`` (percent), and checks that the report is
+    of the same net: the same layer names and, where given, kernel sizes.
+
+    Args:
+        report: the report, or the path of its JSON file.
+        model: "lenet300" or "lenet5", the net to be pruned.
+
+    Returns:
+        Layer name -> fraction of its kernel to prune, in the net's order.
+
+    Raises:
+        ValueError: the report is of another net or lacks per-layer sparsity.
+    """
+    if not isinstance(report, dict):
+        report = json.loads(Path(report).read_text())
+    if report.get("model") not in (None, model):
+        raise ValueError(
+            f"The Sparse VD report is of {report['model']!r}, not {model!r}."
+        )
+    layers = (report.get("sparsity_report") or {}).get("layers")
+    if layers:
+        for layer in layers:
+            expected = KERNEL_SIZES[model].get(layer["name"])
+            if expected is not None and layer["weights"] != expected:
+                raise ValueError(
+                    f"Layer {layer['name']!r} of the Sparse VD report has "
+                    f"{layer['weights']} weights; {model}'s has {expected}."
+                )
+        found = {layer["name"]: float(layer["sparsity"]) for layer in layers}
+    elif report.get("per_layer_sparsity"):
+        found = {k: float(v) / 100.0 for k, v in report["per_layer_sparsity"].items()}
+    else:
+        raise ValueError(
+            "The Sparse VD report has neither `sparsity_report` nor "
+            "`per_layer_sparsity`: is it a report of examples.train --variant svd?"
+        )
+    expected_names = PRUNABLE_LAYERS[model]
+    if set(found) != set(expected_names):
+        raise ValueError(
+            f"The Sparse VD report's layers {sorted(found)} are not {model}'s "
+            f"{sorted(expected_names)}."
+        )
+    # tfmot takes a final sparsity in [0, 1); a layer pruned whole cannot be
+    # represented and would mean a net that predicts nothing anyway.
+    for name, value in found.items():
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"Layer {name!r} has sparsity {value}, not in [0, 1).")
+    return {name: found[name] for name in expected_names}
+
+
+def pruning_window(
+    epochs: int, steps_per_epoch: int, end_fraction: float
+) -> tuple[int, int, int]:
+    """Begin step, end step and frequency of the mask updates.
+
+    tfmot updates the masks at steps ``begin + k * frequency`` up to ``end``;
+    the target sparsity is reached only if ``end`` is one of them, so ``end``
+    is rounded down to a multiple of the frequency. Short runs get a smaller
+    frequency (about 20 updates), so that smoke tests prune at all.
+
+    Args:
+        epochs: training epochs.
+        steps_per_epoch: optimizer steps per epoch.
+        end_fraction: where in training the target is reached, in (0, 1].
+
+    Returns:
+        ``(begin_step, end_step, frequency)``.
+    """
+    if not 0.0 < end_fraction <= 1.0:
+        raise ValueError(f"`--prune-end` must be in (0, 1], got {end_fraction}.")
+    total = epochs * steps_per_epoch
+    # The last step that runs is total - 1 (tfmot counts steps from 0).
+    end = max(1, min(total - 1, int(round(end_fraction * total))))
+    frequency = max(1, min(MAX_PRUNING_FREQUENCY, end // 20))
+    end = max(frequency, (end // frequency) * frequency)
+    return 0, end, frequency
+
+
+def preprocess(
+    x_train: np.ndarray, x_test: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The examples' MNIST preprocessing, in numpy.
+
+    ``examples.models.mnist_preprocessing`` (inside the Keras 3 models):
+    inputs are pixels / 255, rescaled to the authors' pixels / 256, minus the
+    training mean image on the same scale.
+
+    Args:
+        x_train: training images, float in [0, 1] (pixels / 255).
+        x_test: test images, the same.
+
+    Returns:
+        Both, preprocessed, float32.
+    """
+    scale = np.float32(255.0 / 256.0)
+    mean = x_train.mean(axis=0).astype("float32") * scale
+    return (
+        (x_train.astype("float32") * scale - mean).astype("float32"),
+        (x_test.astype("float32") * scale - mean).astype("float32"),
+    )
+
+
+def load_mnist(data_dir: str | None, train_limit: int | None) -> tuple:
+    """MNIST as ``examples.train`` loads it (examples.data, numpy only)."""
+    root = Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:
+        # Run as a file rather than with -m: the examples are a sibling package.
+        sys.path.insert(0, str(root))
+    from examples import data as data_lib
+
+    try:
+        (x_train, y_train), (x_test, y_test) = data_lib.load("mnist", data_dir)
+    except data_lib.DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    if train_limit:
+        x_train, y_train = x_train[:train_limit], y_train[:train_limit]
+    # The mean image is of the (limited) training set, as in examples.train.
+    x_train, x_test = preprocess(x_train, x_test)
+    return (x_train, y_train), (x_test, y_test)
+
+
+def weight_report(kernels: dict[str, np.ndarray]) -> dict:
+    """Weights, nonzero weights and sparsity of each kernel, and in total.
+
+    The layout of ``keras_sparsevd.sparsity_report(model).to_dict()``, so that
+    both methods' reports read alike.
+
+    Args:
+        kernels: layer name -> kernel, in the net's order.
+    """
+    layers = []
+    for name, kernel in kernels.items():
+        size = int(np.size(kernel))
+        kept = int(np.count_nonzero(kernel))
+        layers.append(
+            {
+                "name": name,
+                "weights": size,
+                "kept": kept,
+                "sparsity": 1.0 - kept / size if size else 0.0,
+            }
+        )
+    total = sum(layer["weights"] for layer in layers)
+    kept = sum(layer["kept"] for layer in layers)
+    return {
+        "layers": layers,
+        "total_weights": total,
+        "total_kept": kept,
+        "sparsity": 1.0 - kept / total if total else 0.0,
+        "compression": total / kept if kept else math.inf,
+    }
+
+
+def import_peers() -> tuple:
+    """tensorflow, tf_keras and tfmot, refusing Keras 3 with a way out.
+
+    Raises:
+        PeersUnavailable: tf_keras or tfmot is missing, or tfmot would build on
+            Keras 3 (TensorFlow was imported before with Keras 3 as tf.keras).
+    """
+    # Set before TensorFlow's first import: tf.keras is then tf_keras, the
+    # Keras that tfmot builds on.
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    missing = [
+        name
+        for name in ("tf_keras", "tensorflow_model_optimization")
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        # Said before TensorFlow is imported: seconds sooner in the wrong venv.
+        raise PeersUnavailable(
+            f"benchmarks.magnitude_pruning needs {' and '.join(missing)} (Keras 2 "
+            "and TF Model Optimization, which does not import under Keras 3); "
+            f"this interpreter ({sys.executable}) lacks them. {VENV_HINT}"
+        )
+    try:
+        import tensorflow as tf
+        import tensorflow_model_optimization as tfmot
+        import tf_keras
+        from tensorflow_model_optimization.python.core.keras import compat
+    except ImportError as e:
+        raise PeersUnavailable(
+            "benchmarks.magnitude_pruning needs Keras 2 (tf_keras) and "
+            "tensorflow-model-optimization, which does not import under Keras 3 "
+            f"({type(e).__name__}: {e}). {VENV_HINT}"
+        ) from None
+    if compat.keras.layers.Dense is not tf_keras.layers.Dense:
+        raise PeersUnavailable(
+            "tensorflow-model-optimization is building on Keras 3 here "
+            "(TensorFlow was imported with Keras 3 before this script could "
+            f"select tf_keras). {VENV_HINT}"
+        )
+    return tf, tf_keras, tfmot
+
+
+def versions() -> dict:
+    """Library versions of the peers environment."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for package in ("tensorflow", "tf_keras", "tensorflow-model-optimization", "numpy"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def machine() -> dict:
+    info: dict = {"machine": platform.machine(), "cpu_count": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        # Other jobs share the cores: the load says how comparable times are.
+        info["load_average_1min"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return info
+
+
+def build_model(keras, tfmot, model: str, targets: dict[str, float], window: tuple):
+    """The net with each target layer wrapped by ``prune_low_magnitude``.
+
+    Args:
+        keras: the tf_keras module.
+        tfmot: the tensorflow_model_optimization module.
+        model: "lenet300" or "lenet5".
+        targets: layer name -> final sparsity; a layer at 0 is left unwrapped.
+        window: ``(begin_step, end_step, frequency)`` of `pruning_window`.
+    """
+    begin, end, frequency = window
+
+    def prunable(layer):
+        sparsity = targets.get(layer.name, 0.0)
+        if sparsity <= 0.0:
+            return layer
+        schedule = tfmot.sparsity.keras.PolynomialDecay(
+            initial_sparsity=0.0,
+            final_sparsity=sparsity,
+            begin_step=begin,
+            end_step=end,
+            frequency=frequency,
+        )
+        return tfmot.sparsity.keras.prune_low_magnitude(
+            layer, pruning_schedule=schedule
+        )
+
+    layers = keras.layers
+    if model == "lenet300":
+        body = [
+            layers.Flatten(),
+            prunable(layers.Dense(300, activation="relu", name="fc1")),
+            prunable(layers.Dense(100, activation="relu", name="fc2")),
+            prunable(layers.Dense(10, name="fc3")),
+        ]
+    else:
+        body = [
+            prunable(layers.Conv2D(20, 5, name="conv1")),
+            layers.MaxPooling2D(2, name="pool1"),
+            prunable(layers.Conv2D(50, 5, name="conv2")),
+            layers.MaxPooling2D(2, name="pool2"),
+            layers.Flatten(),
+            prunable(layers.Dense(500, activation="relu", name="fc1")),
+            prunable(layers.Dense(10, name="fc2")),
+        ]
+    return keras.Sequential([keras.Input((28, 28, 1))] + body, name=model)
+
+
+def kernels_of(model, names: tuple) -> dict[str, np.ndarray]:
+    """The kernels of the named layers of a model without pruning wrappers."""
+    by_name = {layer.name: layer for layer in model.layers}
+    return {name: by_name[name].kernel.numpy() for name in names}
+
+
+def mask_sparsity(model) -> dict[str, float]:
+    """Fraction of each wrapped kernel that its current pruning mask removes."""
+    out = {}
+    for layer in model.layers:
+        pruning_vars = getattr(layer, "pruning_vars", None)
+        if pruning_vars:
+            mask = pruning_vars[0][1].numpy()
+            out[layer.layer.name] = 1.0 - float(mask.mean())
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.magnitude_pruning",
+        description="Magnitude pruning (tfmot prune_low_magnitude) of the LeNets.",
+    )
+    p.add_argument("--model", choices=MODELS, default="lenet300")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--sparsity", type=float, help="uniform target sparsity of every layer"
+    )
+    target.add_argument(
+        "--per-layer-from",
+        metavar="SVD_JSON",
+        help="take each layer's sparsity from this Sparse VD report",
+    )
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--prune-end",
+        type=float,
+        default=0.6,
+        help="fraction of training at which the target is reached (default 0.6)",
+    )
+    p.add_argument(
+        "--train-limit",
+        type=int,
+        default=None,
+        help="use only the first N training examples (smoke tests)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="as examples.train's (default: the MNIST files in examples/mnist/)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON report (default: runs/magnitude/<model>-<target>-e<epochs>"
+        "-seed<seed>.json)",
+    )
+    p.add_argument("--verbose", type=int, default=2)
+    return p
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    target = f"s{args.sparsity:g}" if args.sparsity is not None else "svdlayers"
+    return Path(
+        f"runs/magnitude/{args.model}-{target}-e{args.epochs}-seed{args.seed}.json"
+    )
+
+
+def main(argv: list | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.epochs <= 0:
+        raise SystemExit("--epochs must be positive")
+    # Targets are checked before TensorFlow starts: a bad report fails fast.
+    try:
+        if args.sparsity is not None:
+            targets = uniform_targets(args.model, args.sparsity)
+        else:
+            targets = per_layer_targets(args.per_layer_from, args.model)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"error: {e}") from None
+    tf, keras, tfmot = import_peers()
+    out = Path(args.out) if args.out else default_out(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    keras.utils.set_random_seed(args.seed)
+    (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, args.train_limit)
+    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
+    window = pruning_window(args.epochs, steps_per_epoch, args.prune_end)
+    model = build_model(keras, tfmot, args.model, targets, window)
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            BASE_LR, beta_1=0.9, beta_2=0.999, epsilon=1e-8
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+    history: list[dict] = []
+
+    class Record(keras.callbacks.Callback):
+        """Per epoch: wall time, learning rate, test error, mask sparsity."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            row = {
+                "epoch": epoch + 1,
+                "seconds": time.perf_counter() - self._start,
+                "lr": float(
+                    keras.backend.get_value(self.model.optimizer.learning_rate)
+                ),
+                "loss": float(logs.get("loss", math.nan)),
+                "test_error_percent": 100.0
+                * (1.0 - logs.get("val_accuracy", math.nan)),
+                "sparsity_percent": {
+                    k: 100.0 * v for k, v in mask_sparsity(self.model).items()
+                },
+            }
+            history.append(row)
+
+    started = time.perf_counter()
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        # Evaluated every epoch as examples.train does, so s / epoch compare.
+        validation_data=(x_test, y_test),
+        callbacks=[
+            tfmot.sparsity.keras.UpdatePruningStep(),
+            keras.callbacks.LearningRateScheduler(
+                lr_schedule(args.model, BASE_LR, args.epochs)
+            ),
+            Record(),
+        ],
+        verbose=args.verbose,
+    )
+    wall = time.perf_counter() - started
+
+    # Counted on the stripped net: the zeros are really in its kernels.
+    stripped = tfmot.sparsity.keras.strip_pruning(model)
+    logits = stripped.predict(x_test, batch_size=1000, verbose=0)
+    test_error = 100.0 * float(np.mean(np.argmax(logits, -1) != y_test))
+    names = PRUNABLE_LAYERS[args.model]
+    sparsity = weight_report(kernels_of(stripped, names))
+    per_layer = {
+        layer["name"]: 100.0 * layer["sparsity"] for layer in sparsity["layers"]
+    }
+    gap = max(abs(per_layer[name] - 100.0 * targets[name]) for name in names)
+    seconds = [row["seconds"] for row in history]
+    report = {
+        "benchmark": "magnitude_pruning",
+        "method": "magnitude_pruning",
+        "model": args.model,
+        "dataset": "mnist",
+        # No "variant" key: examples.results_table would list the run as dense.
+        "mode": "uniform" if args.sparsity is not None else "per_layer",
+        "per_layer_from": args.per_layer_from,
+        "target_sparsity_percent": {k: 100.0 * v for k, v in targets.items()},
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "base_lr": BASE_LR,
+        "optimizer": "Adam(beta_1=0.9, beta_2=0.999, epsilon=1e-8)",
+        "lr_schedule": (
+            "constant to half, then linear to 0"
+            if args.model == "lenet300"
+            else "linear to 0"
+        ),
+        "pruning_schedule": {
+            "kind": "PolynomialDecay",
+            "power": 3,
+            "initial_sparsity": 0.0,
+            "begin_step": window[0],
+            "end_step": window[1],
+            "frequency": window[2],
+            "total_steps": args.epochs * steps_per_epoch,
+        },
+        "train_examples": len(x_train),
+        "test_error_percent": test_error,
+        "compression": sparsity["compression"],
+        "per_layer_sparsity": per_layer,
+        "max_gap_to_target_points": gap,
+        "sparsity_report": sparsity,
+        "seconds_per_epoch": float(np.median(seconds)) if seconds else None,
+        "wall_seconds": wall,
+        "history": history,
+        "versions": versions(),
+        "hardware": machine(),
+        "command": "python -m benchmarks.magnitude_pruning "
+        + " ".join(
+            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+        ),
+        "options": vars(args),
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    layers_text = " - ".join(f"{per_layer[n]:.1f}" for n in names)
+    print(
+        f"test error: {test_error:.2f}%  compression: {sparsity['compression']:.1f}x  "
+        f"sparsity per layer %: {layers_text}  (max gap to target "
+        f"{gap:.2f} points)\nreport: {out}"
+    )
+    if gap > 1.0:
+        print(
+            "warning: a layer's sparsity is more than 1 point from its target "
+            "(too few mask updates?)",
+            file=sys.stderr,
+        )
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Test error against compression: Sparse VD's threshold sweeps, magnitude pruning.
+
+    python -m benchmarks.pruning_plot results/lenet*-mnist-svd-seed*.json \\
+        results/lenet*-mnist-magnitude-*.json --out benchmarks/results/pruning.png
+
+Reads JSON reports of two kinds, told apart by their keys:
+
+* Sparse VD runs of ``examples.train`` (``"variant": "svd"``): their
+  ``threshold_sweep`` (test error and compression of the trained model at
+  log alpha thresholds 0 to 5) is drawn as a line per report (per seed);
+  the report's own threshold (3, the paper's) is circled.
+* Magnitude pruning runs of ``benchmarks.magnitude_pruning``
+  (``"method": "magnitude_pruning"``): one marker each, circles for a uniform
+  sparsity, stars for Sparse VD's per-layer sparsity.
+
+One panel per net, compression on a log axis. Also prints a markdown table of
+every report (``--table`` writes it to a file too). Runs under the main
+environment (matplotlib); it needs neither TensorFlow nor tfmot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+NAMES = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
+NET_ORDER = ("lenet300", "lenet5")
+
+
+def read_reports(paths: list) -> tuple[list[dict], list[dict]]:
+    """Sparse VD reports with a threshold sweep, and magnitude pruning reports.
+
+    Other JSON files (dense baselines, benchmarks) are skipped.
+
+    Args:
+        paths: JSON report files.
+
+    Returns:
+        ``(svd_reports, magnitude_reports)``, each report with its ``path``.
+    """
+    svd, magnitude = [], []
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        if not isinstance(report, dict):
+            continue
+        report = {**report, "path": str(path)}
+        if report.get("method") == "magnitude_pruning":
+            magnitude.append(report)
+        elif report.get("variant") == "svd" and report.get("threshold_sweep"):
+            svd.append(report)
+    return svd, magnitude
+
+
+def svd_label(report: dict) -> str:
+    """Legend text of a Sparse VD sweep: seed, and what sets it apart."""
+    options = report.get("options") or {}
+    extra = []
+    if options.get("structured"):
+        extra.append("structured")
+    if options.get("init_from"):
+        extra.append("from dense")
+    extra.append(f"{report.get('epochs', '?')} ep")
+    return f"Sparse VD seed {report.get('seed', '?')} ({', '.join(extra)})"
+
+
+def magnitude_label(report: dict) -> str:
+    """Legend text of a magnitude pruning mode."""
+    if report.get("mode") == "per_layer":
+        return "magnitude, Sparse VD's per-layer sparsity"
+    return "magnitude, uniform sparsity"
+
+
+def short_run(report: dict) -> str:
+    """The text " (N train)" for a run on part of the training set (smoke)."""
+    n = report.get("train_examples")
+    return f" ({n:,} train)" if n is not None and n < 60000 else ""
+
+
+def setting(report: dict) -> str:
+    """A magnitude run's target in words: the uniform level or its source."""
+    if report.get("mode") == "per_layer":
+        source = report.get("per_layer_from") or "Sparse VD"
+        return f"per layer from {Path(source).name}{short_run(report)}"
+    targets = list((report.get("target_sparsity_percent") or {}).values())
+    text = f"uniform {targets[0]:g}%" if targets else "uniform"
+    return text + short_run(report)
+
+
+def table(svd: list[dict], magnitude: list[dict]) -> str:
+    """Markdown table: every report's error, compression and layer sparsity.
+
+    Args:
+        svd: Sparse VD reports (at their own threshold).
+        magnitude: magnitude pruning reports.
+    """
+    lines = [
+        "| Network | Method | Setting | Seed | Epochs | Error % | Compression "
+        "| Sparsity per layer % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = []
+    for report in svd:
+        threshold = (report.get("options") or {}).get("threshold", 3.0)
+        text = f"log alpha >= {threshold:g}{short_run(report)}"
+        rows.append((report, "Sparse VD", text))
+    for report in magnitude:
+        rows.append((report, "magnitude", setting(report)))
+    rows.sort(
+        key=lambda r: (
+            NET_ORDER.index(r[0]["model"]) if r[0]["model"] in NET_ORDER else 99,
+            r[1] != "Sparse VD",
+            r[0]["compression"],
+            r[0].get("seed", 0),
+        )
+    )
+    for report, method, text in rows:
+        layers = " - ".join(
+            f"{v:.1f}" for v in (report.get("per_layer_sparsity") or {}).values()
+        )
+        lines.append(
+            f"| {NAMES.get(report['model'], report['model'])} | {method} | {text} | "
+            f"{report.get('seed', '-')} | {report.get('epochs', '-')} | "
+            f"{report['test_error_percent']:.2f} | {report['compression']:.1f}x | "
+            f"{layers or '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(svd: list[dict], magnitude: list[dict], out: str | os.PathLike) -> Path:
+    """Draws one panel per net and saves the picture.
+
+    Args:
+        svd: Sparse VD reports with ``threshold_sweep``.
+        magnitude: magnitude pruning reports.
+        out: the PNG file to write.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = [m for m in NET_ORDER if any(r["model"] == m for r in svd + magnitude)]
+    nets += sorted(
+        {r["model"] for r in svd + magnitude} - set(nets)
+    )  # any other net, after the LeNets
+    if not nets:
+        raise ValueError("No Sparse VD sweep and no magnitude pruning report given.")
+    fig, axes = plt.subplots(
+        1, len(nets), figsize=(6.0 * len(nets), 4.5), squeeze=False
+    )
+    for ax, net in zip(axes[0], nets):
+        for i, report in enumerate(
+            sorted((r for r in svd if r["model"] == net), key=lambda r: r["path"])
+        ):
+            sweep = sorted(report["threshold_sweep"], key=lambda p: p["compression"])
+            color = f"C{i}"
+            ax.plot(
+                [p["compression"] for p in sweep],
+                [p["test_error_percent"] for p in sweep],
+                "-",
+                marker=".",
+                color=color,
+                label=svd_label(report),
+            )
+            own = (report.get("options") or {}).get("threshold", 3.0)
+            at_own = [p for p in sweep if p["threshold"] == own]
+            if at_own:
+                ax.plot(
+                    at_own[0]["compression"],
+                    at_own[0]["test_error_percent"],
+                    "o",
+                    markersize=9,
+                    markerfacecolor="none",
+                    color=color,
+                )
+        labelled = set()
+        for report in sorted(
+            (r for r in magnitude if r["model"] == net), key=lambda r: r["compression"]
+        ):
+            label = magnitude_label(report)
+            per_layer = report.get("mode") == "per_layer"
+            ax.plot(
+                report["compression"],
+                report["test_error_percent"],
+                "*" if per_layer else "o",
+                markersize=13 if per_layer else 8,
+                color="black" if per_layer else "C3",
+                label=None if label in labelled else label,
+            )
+            labelled.add(label)
+            if not per_layer:
+                ax.annotate(
+                    setting(report).replace("uniform ", ""),
+                    (report["compression"], report["test_error_percent"]),
+                    textcoords="offset points",
+                    xytext=(5, 5),
+                    fontsize=8,
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel("compression (total weights / kept weights)")
+        ax.set_ylabel("test error %")
+        ax.set_title(f"{NAMES.get(net, net)}, MNIST")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list | None = None) -> Path:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.pruning_plot",
+        description="Test error against compression: Sparse VD and magnitude pruning.",
+    )
+    p.add_argument("reports", nargs="+", help="JSON reports of both kinds")
+    p.add_argument("--out", default="benchmarks/results/pruning.png")
+    p.add_argument("--table", default=None, help="also write the table here")
+    args = p.parse_args(argv)
+    svd, magnitude = read_reports(args.reports)
+    text = table(svd, magnitude)
+    print(text)
+    if args.table:
+        Path(args.table).write_text(text + "\n")
+    path = plot(svd, magnitude, args.out)
+    print(f"picture: {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""The parts of the magnitude pruning benchmark that run without tf_keras.
+
+benchmarks/magnitude_pruning.py trains in its own environment (tf_keras and
+tfmot, .venv-peers); what it shares with the examples, and everything that
+decides what it prunes, is plain Python checked here: the learning-rate
+schedule, the preprocessing, the per-layer targets read from Sparse VD
+reports, the pruning window, the weight counts, the refusal under Keras 3,
+and the picture and table of benchmarks/pruning_plot.py.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import magnitude_pruning as mp
+from benchmarks import pruning_plot
+
+ROOT = Path(__file__).resolve().parent.parent
+SVD_REPORTS = {
+    "lenet300": ROOT / "results" / "lenet300-mnist-svd-seed0.json",
+    "lenet5": ROOT / "results" / "lenet5-mnist-svd-seed0.json",
+}
+
+
+@pytest.mark.parametrize("model", ["lenet300", "lenet5"])
+@pytest.mark.parametrize("epochs", [1, 2, 7, 200])
+def test_lr_schedule_is_examples_train(model, epochs):
+    from examples import train
+
+    ours = mp.lr_schedule(model, 1e-3, epochs)
+    for variant in ("svd", "dense"):
+        theirs = train.lr_schedule(model, 1e-3, epochs, variant, False)
+        assert [ours(e) for e in range(epochs)] == [theirs(e) for e in range(epochs)]
+
+
+def test_preprocess_is_the_examples_model_preprocessing():
+    import keras
+
+    from examples import models
+
+    rng = np.random.default_rng(0)
+    x_train = rng.integers(0, 256, (50, 28, 28, 1)).astype("float32") / 255.0
+    x_test = rng.integers(0, 256, (7, 28, 28, 1)).astype("float32") / 255.0
+    ours_train, ours_test = mp.preprocess(x_train, x_test)
+    layers = models.mnist_preprocessing(x_train.mean(axis=0))
+    inside = keras.Sequential([keras.Input((28, 28, 1))] + layers)
+    np.testing.assert_allclose(ours_test, inside(x_test).numpy(), atol=1e-6)
+    np.testing.assert_allclose(ours_train, inside(x_train).numpy(), atol=1e-6)
+    assert ours_train.dtype == ours_test.dtype == np.float32
+
+
+@pytest.mark.parametrize("model", ["lenet300", "lenet5"])
+def test_per_layer_targets_keep_sparse_vds_weight_counts(model):
+    report = json.loads(SVD_REPORTS[model].read_text())
+    targets = mp.per_layer_targets(SVD_REPORTS[model], model)
+    assert tuple(targets) == mp.PRUNABLE_LAYERS[model]
+    # tfmot keeps round(size * (1 - s)) weights of each kernel: the same
+    # counts as Sparse VD's, hence the same compression.
+    kept = {
+        name: round(mp.KERNEL_SIZES[model][name] * (1.0 - s))
+        for name, s in targets.items()
+    }
+    expected = {
+        layer["name"]: layer["kept"] for layer in report["sparsity_report"]["layers"]
+    }
+    assert kept == expected
+    # The rounded percentages of the report's summary agree to their rounding.
+    for name, percent in report["per_layer_sparsity"].items():
+        assert 100.0 * targets[name] == pytest.approx(percent, abs=1e-9)
+
+
+def test_per_layer_targets_fall_back_to_percentages():
+    report = {
+        "model": "lenet300",
+        "per_layer_sparsity": {"fc3": 50.0, "fc1": 99.0, "fc2": 90.0},
+    }
+    # The net's layer order, whatever the report's.
+    assert mp.per_layer_targets(report, "lenet300") == {
+        "fc1": pytest.approx(0.99),
+        "fc2": pytest.approx(0.90),
+        "fc3": pytest.approx(0.50),
+    }
+    assert list(mp.per_layer_targets(report, "lenet300")) == ["fc1", "fc2", "fc3"]
+
+
+@pytest.mark.parametrize(
+    "report, message",
+    [
+        ({"model": "lenet5", "per_layer_sparsity": {}}, "not 'lenet300'"),
+        ({"model": "lenet300"}, "neither"),
+        ({"per_layer_sparsity": {"fc1": 90.0, "fc2": 90.0}}, "layers"),
+        (
+            {"per_layer_sparsity": {"fc1": 90.0, "fc2": 90.0, "fc3": 100.0}},
+            "not in",
+        ),
+        (
+            {
+                "sparsity_report": {
+                    "layers": [
+                        {"name": "fc1", "weights": 784 * 500, "sparsity": 0.9},
+                        {"name": "fc2", "weights": 30000, "sparsity": 0.9},
+                        {"name": "fc3", "weights": 1000, "sparsity": 0.9},
+                    ]
+                }
+            },
+            "weights",
+        ),
+    ],
+)
+def test_per_layer_targets_refuse_another_net(report, message):
+    with pytest.raises(ValueError, match=message):
+        mp.per_layer_targets(report, "lenet300")
+
+
+def test_uniform_targets():
+    assert mp.uniform_targets("lenet5", 0.99) == {
+        "conv1": 0.99,
+        "conv2": 0.99,
+        "fc1": 0.99,
+        "fc2": 0.99,
+    }
+    with pytest.raises(ValueError):
+        mp.uniform_targets("lenet300", 1.0)
+
+
+@pytest.mark.parametrize(
+    "epochs, steps, fraction",
+    [(200, 600, 0.6), (2, 20, 0.6), (1, 1, 0.6), (3, 7, 1.0), (200, 600, 0.05)],
+)
+def test_pruning_window_reaches_the_target_inside_training(epochs, steps, fraction):
+    begin, end, frequency = mp.pruning_window(epochs, steps, fraction)
+    total = epochs * steps
+    assert begin == 0
+    assert 1 <= frequency <= mp.MAX_PRUNING_FREQUENCY
+    # The last mask update is at `end`, so `end` must be on the update grid,
+    # and inside the steps that run (0 .. total - 1) when there are two or more.
+    assert (end - begin) % frequency == 0
+    assert end <= max(1, total - 1)
+    assert end <= max(frequency, round(fraction * total))
+
+
+def test_pruning_window_of_the_full_runs():
+    # 200 epochs of 600 steps: the target at 60%, masks updated every 100 steps.
+    assert mp.pruning_window(200, 600, 0.6) == (0, 72000, 100)
+
+
+def test_weight_report_counts_kernels_only():
+    kernels = {
+        "fc1": np.array([[0.0, 1.0], [0.0, 0.0]]),
+        "fc2": np.ones((2, 3)),
+    }
+    report = mp.weight_report(kernels)
+    assert [layer["kept"] for layer in report["layers"]] == [1, 6]
+    assert report["layers"][0]["sparsity"] == 0.75
+    assert report["total_weights"] == 10 and report["total_kept"] == 7
+    assert report["compression"] == pytest.approx(10 / 7)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tf_keras") is not None
+    and importlib.util.find_spec("tensorflow_model_optimization") is not None,
+    reason="this environment has the peers installed",
+)
+def test_refuses_to_run_without_the_peers_venv(tmp_path):
+    out = tmp_path / "report.json"
+    with pytest.raises(SystemExit) as info:
+        mp.main(["--sparsity", "0.9", "--epochs", "1", "--out", str(out)])
+    assert "peers_venv.sh" in str(info.value)
+    assert "Keras 3" in str(info.value)
+    assert not out.exists()
+
+
+def test_module_imports_without_tensorflow():
+    # Top-level imports stay light, so the tests and the plot can read it
+    # in any environment; TensorFlow starts only in main().
+    code = (
+        "import sys; import benchmarks.magnitude_pruning; "
+        "assert 'tensorflow' not in sys.modules; assert 'keras' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def _svd(model, seed, points, epochs=200):
+    return {
+        "model": model,
+        "variant": "svd",
+        "seed": seed,
+        "epochs": epochs,
+        "train_examples": 60000,
+        "test_error_percent": points[3][1],
+        "compression": points[3][0],
+        "per_layer_sparsity": {"a": 99.0},
+        "options": {"threshold": 3.0},
+        "threshold_sweep": [
+            {"threshold": float(t), "compression": c, "test_error_percent": e}
+            for t, (c, e) in enumerate(points)
+        ],
+    }
+
+
+def _magnitude(model, mode, sparsity, error, train_examples=60000):
+    return {
+        "method": "magnitude_pruning",
+        "model": model,
+        "mode": mode,
+        "per_layer_from": "results/x-svd-seed0.json" if mode == "per_layer" else None,
+        "target_sparsity_percent": {"fc1": 100.0 * sparsity},
+        "seed": 0,
+        "epochs": 200,
+        "train_examples": train_examples,
+        "test_error_percent": error,
+        "compression": 1.0 / (1.0 - sparsity),
+        "per_layer_sparsity": {"fc1": 100.0 * sparsity},
+    }
+
+
+def _write(folder, name, report):
+    path = folder / name
+    path.write_text(json.dumps(report))
+    return str(path)
+
+
+def test_plot_draws_one_panel_per_net_and_a_table(tmp_path):
+    import matplotlib.image
+
+    sweep = [(130.0, 2.0), (114.0, 1.9), (107.0, 1.9), (105.0, 1.9), (105.0, 1.9)]
+    paths = [
+        _write(tmp_path, "svd300-0.json", _svd("lenet300", 0, sweep)),
+        _write(tmp_path, "svd300-1.json", _svd("lenet300", 1, sweep)),
+        _write(tmp_path, "svd5.json", _svd("lenet5", 0, sweep)),
+        _write(tmp_path, "m1.json", _magnitude("lenet300", "uniform", 0.99, 2.5)),
+        _write(tmp_path, "m2.json", _magnitude("lenet300", "per_layer", 0.99, 2.1)),
+        _write(tmp_path, "m3.json", _magnitude("lenet5", "uniform", 0.996, 3.0, 2000)),
+        # A dense baseline's report is neither kind: skipped.
+        _write(tmp_path, "dense.json", {"model": "lenet300", "variant": "dense"}),
+    ]
+    out = tmp_path / "pictures" / "pruning.png"
+    table_path = tmp_path / "table.md"
+    written = pruning_plot.main(paths + ["--out", str(out), "--table", str(table_path)])
+    assert written == out
+    two_panels = matplotlib.image.imread(out)
+
+    single = pruning_plot.plot(
+        *pruning_plot.read_reports(paths[:2]), tmp_path / "1.png"
+    )
+    one_panel = matplotlib.image.imread(single)
+    # One panel per net, side by side, the same height.
+    assert two_panels.shape[0] == one_panel.shape[0]
+    assert two_panels.shape[1] == pytest.approx(2 * one_panel.shape[1], rel=0.01)
+
+    table = table_path.read_text().splitlines()
+    assert len(table) == 2 + 6  # header and rule, 3 Sparse VD, 3 magnitude
+    assert table[2].startswith("| LeNet-300-100 | Sparse VD |")
+    assert table[-1].startswith("| LeNet-5-Caffe | magnitude | uniform 99.6% (2,000")
+    assert any("per layer from x-svd-seed0.json" in line for line in table)
+
+
+def test_read_reports_sorts_kinds():
+    svd, magnitude = pruning_plot.read_reports(
+        [
+            str(SVD_REPORTS["lenet300"]),
+            str(ROOT / "results/lenet300-mnist-dense-seed0.json"),
+        ]
+    )
+    assert [r["seed"] for r in svd] == [0] and magnitude == []
+
+
+def test_plot_refuses_nothing_to_draw(tmp_path):
+    with pytest.raises(ValueError, match="No Sparse VD"):
+        pruning_plot.plot([], [], tmp_path / "x.png")
