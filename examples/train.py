@@ -10,6 +10,8 @@ receives ``model.keras``, ``history.csv`` (loss, accuracy, test error,
 sparsity per layer, compression per epoch), ``report.json``, and the
 pictures ``curves.png`` and ``masks.png``. An interrupted run continues from
 its last finished epoch when started again with the same ``--out``.
+With ``--animate`` it also writes ``weights.gif``, the weights of the first
+layers epoch by epoch as Sparse VD prunes them (`examples.animation`).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ import keras
 import numpy as np
 
 import keras_sparsevd as ksvd
+from examples import animation, distribute, plots
 from examples import data as data_lib
-from examples import distribute, plots
 from examples import models as models_lib
 
 
@@ -257,6 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     distribute.add_arguments(p)
     p.add_argument("--out", default=None, help="run folder")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--animate",
+        action="store_true",
+        help="--variant svd: write <out>/weights.gif, an animation of conv1's "
+        "filters and a patch of fc1 (LeNet-300: fc1's receptive fields) over the "
+        "epochs, pruned weights grey; frames go to <out>/animation_frames/ "
+        "after each epoch (a resumed run keeps them; render again with python -m "
+        "examples.animation)",
+    )
+    p.add_argument(
+        "--animate-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --animate: a frame every N epochs (default 1)",
+    )
     p.add_argument("--verbose", type=int, default=2)
     return p
 
@@ -269,6 +287,10 @@ def main(argv: list | None = None) -> dict:
         raise SystemExit("--init-from applies to --variant svd only")
     if args.structured and (args.variant != "svd" or args.model == "vgglike"):
         raise SystemExit("--structured applies to the LeNets with --variant svd")
+    if args.animate and args.variant != "svd":
+        raise SystemExit("--animate applies to --variant svd only")
+    if args.animate_every < 1:
+        raise SystemExit("--animate-every must be >= 1")
     if args.model in ("lenet300", "lenet5") and args.dataset != "mnist":
         raise SystemExit(f"--model {args.model} is for --dataset mnist")
     scope, is_chief, engine = distribute.setup(args)
@@ -376,6 +398,15 @@ def main(argv: list | None = None) -> dict:
             ),
             ksvd.SparsityLogger(),
         ]
+    if args.animate:
+        callbacks.append(
+            animation.WeightAnimation(
+                out / "weights.gif",
+                frames_dir=out / "animation_frames",
+                every=args.animate_every,
+                title=f"{args.model} on {args.dataset}",
+            )
+        )
     callbacks += [
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         keras.callbacks.CSVLogger(
