@@ -188,3 +188,21 @@ def test_noise_quick_writes_json(tmp_path):
     assert {r["generator"] for r in report["timings"]} == set(noise.GENERATORS)
     assert all(_positive(r["ms"]) for r in report["timings"])
     assert set(report["statistics"]) == set(noise.CHECKED)
+
+
+def test_step_breakdown_times_every_variant(tmp_path):
+    from benchmarks import step_breakdown
+
+    out = tmp_path / "breakdown.json"
+    argv = ["--models", "lenet300", "--batch-size", "8", "--rounds", "1"]
+    assert (
+        step_breakdown.main(argv + ["--round-seconds", "0.02", "--json", str(out)]) == 0
+    )
+    (result,) = json.loads(out.read_text())["results"]
+    assert set(result["ms_per_step"]) == set(step_breakdown.VARIANTS)
+    assert all(_positive(v) for v in result["ms_per_step"].values())
+    assert result["ratio_to_plain"]["plain"] == 1.0
+    # The patches are undone: the layers draw real noise again.
+    import keras_sparsevd.layers.base as layer_base
+
+    assert layer_base.standard_normal is not step_breakdown._zeros
