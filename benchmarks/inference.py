@@ -23,17 +23,40 @@ For LeNet-300-100 and LeNet-5-Caffe this compares, side by side:
   what a user would serve without Sparse VD. Speed depends only on its
   shapes; speed-ups "vs dense" are against it.
 
-Latency is at batch 1, throughput at batch 100. Every variant is called the
-same way: ``model(x, training=False)`` inside one ``tf.function`` per variant
-and batch size (no XLA), its output fetched as numpy after each call. After
-tracing, the variants run interleaved in alternating order for a number of
-rounds; figures are medians over rounds, speed-ups are medians of per-round
-ratios against ``svd (eval)``. Bytes on disk come from
-`keras_sparsevd.size_report`.
+Two runtimes (``--runtime``, default both):
+
+- ``keras``: every variant above is called the same way:
+  ``model(x, training=False)`` inside one ``tf.function`` per variant and
+  batch size (no XLA, TensorFlow's own thread pools), its output fetched as
+  numpy after each call. Each such call costs a fixed ~0.3 ms of
+  TensorFlow overhead, so at batch 1 what compaction removes hardly shows.
+- ``tflite``: ``dense``, ``compact`` and ``compact, inputs dropped`` are
+  converted with `keras_sparsevd.export_tflite` (Keras' ``model.export``,
+  float32, no quantization; the flatbuffer is read back into memory), their
+  input resized to the batch size before ``allocate_tensors`` (static
+  shapes), and run by ``tf.lite.Interpreter(num_threads=1)`` with its default
+  CPU kernels (XNNPACK for the float ops). A call is ``set_tensor``,
+  ``invoke``, ``get_tensor`` from Python. One thread (``--tflite-threads``
+  may add more) gives a figure per core: the batch-1 nets are too small to
+  split across threads, and with other processes on the machine a
+  multi-threaded time says more about how many cores happened to be free
+  than about the model. Before timing, each TFLite output must equal the
+  Keras model's of the same variant, at both batch sizes, within
+  ``TFLITE_ATOL + TFLITE_RTOL * max |Keras output|``; otherwise the run
+  stops with `OutputMismatchError`.
+
+Latency is at batch 1, throughput at batch 100. After tracing (Keras) and
+allocation (TFLite), all variants of all runtimes run interleaved in
+alternating order for a number of rounds; figures are medians over rounds,
+speed-ups are medians of per-round ratios: against ``svd (eval)`` and
+against ``dense`` for Keras, against the ``dense`` net of the same runtime,
+thread count and batch size for TFLite. Bytes on disk come from
+`keras_sparsevd.size_report`, the TFLite rows add their flatbuffer's bytes.
 
 Models: the first ``*.keras`` file of ``--model-dir`` (default ``results/``)
 whose name contains ``lenet300`` or ``lenet5`` (and ``--match``, if given,
-e.g. ``--match structured``) and which holds Sparse VD layers. Without one,
+e.g. ``--match structured``, or ``--match svd-seed0`` for the weights-only
+models) and which holds Sparse VD layers. Without one,
 a freshly initialised model is given the paper's per-layer sparsity by
 setting ``log_sigma2`` (``log_alpha`` = +6 for pruned weights, -6 for kept
 ones), with the kept weights placed at random among a
@@ -45,7 +68,9 @@ dead units.
 Usage:
 
     python -m benchmarks.inference [--quick] [--json OUT.json]
-        [--model-dir DIR] [--match TEXT] [--rounds N] [--round-seconds S]
+        [--model-dir DIR] [--match TEXT] [--models lenet300,lenet5]
+        [--runtime keras,tflite] [--tflite-threads 1[,all]]
+        [--rounds N] [--round-seconds S]
 """
 
 from __future__ import annotations
@@ -56,6 +81,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -77,6 +103,15 @@ VARIANTS = (
     "sparse .npz",
 )
 BATCHES = {"latency": 1, "throughput": 100}
+RUNTIMES = ("keras", "tflite")
+# The variants converted to TFLite: the baseline and the two compact exports.
+TFLITE_VARIANTS = ("dense", "compact", "compact, inputs dropped")
+# One thread: a per-core figure that does not depend on the machine's load.
+TFLITE_THREADS = (1,)
+# A TFLite output must equal the Keras model's within
+# TFLITE_ATOL + TFLITE_RTOL * max |Keras output| (float32, other kernels).
+TFLITE_ATOL = 1e-4
+TFLITE_RTOL = 1e-4
 
 # Per Sparse VD layer, in order: (kept weights, surviving output units).
 # Kept counts: the paper's per-layer sparsity (Table 1: LeNet-300-100
@@ -240,6 +275,66 @@ def disk_sizes(model: keras.Model, directory: str) -> dict[str, int]:
     }
 
 
+class OutputMismatchError(RuntimeError):
+    """A TFLite model does not compute what its Keras model computes."""
+
+
+def tflite_flatbuffer(model: keras.Model, directory: str, stem: str) -> bytes:
+    """`model` as a TFLite flatbuffer, through `keras_sparsevd.export_tflite`."""
+    path = os.path.join(directory, f"{stem}.tflite")
+    ksvd.export_tflite(model, path)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def tflite_function(
+    flatbuffer: bytes, x: np.ndarray, threads: int
+) -> Callable[[], np.ndarray]:
+    """A call of the TFLite model on `x`: set the input, invoke, copy the output.
+
+    The input is resized to ``x.shape`` before ``allocate_tensors``, so the
+    interpreter runs with static shapes at this batch size.
+    """
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=threads)
+    (detail,) = interpreter.get_input_details()
+    if tuple(detail["shape"]) != x.shape:
+        interpreter.resize_tensor_input(detail["index"], x.shape, strict=True)
+    interpreter.allocate_tensors()
+    source, target = detail["index"], interpreter.get_output_details()[0]["index"]
+
+    def call() -> np.ndarray:
+        interpreter.set_tensor(source, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(target)
+
+    return call
+
+
+def check_tflite_output(label: str, got: np.ndarray, want: np.ndarray) -> float:
+    """Max |got - want|; raises `OutputMismatchError` beyond the tolerance."""
+    if got.shape != want.shape:
+        raise OutputMismatchError(
+            f"TFLite {label}: output shape {got.shape}, Keras {want.shape}."
+        )
+    diff = float(np.max(np.abs(got - want)))
+    tolerance = TFLITE_ATOL + TFLITE_RTOL * float(np.max(np.abs(want)))
+    if not diff <= tolerance:  # also catches NaN
+        raise OutputMismatchError(
+            f"TFLite {label}: output differs from the Keras model's by up to "
+            f"{diff:.3g} (tolerance {tolerance:.3g}); not timing a model that "
+            "computes something else."
+        )
+    return diff
+
+
+def thread_label(threads: int) -> str:
+    return f"tflite, {threads} thread" + ("s" if threads != 1 else "")
+
+
 def inference_function(model: keras.Model) -> Callable:
     """``model(x, training=False)`` in a tf.function, the same for every variant."""
     import tensorflow as tf
@@ -253,39 +348,61 @@ def benchmark_model(
     rounds: int,
     round_seconds: float,
     match: str | None = None,
+    runtimes: tuple = RUNTIMES,
+    tflite_threads: tuple = TFLITE_THREADS,
 ) -> dict:
     """Latency, throughput, bytes and agreement of the variants of one model."""
     model, source = load_or_make(name, model_dir, match)
     report = ksvd.sparsity_report(model).to_dict()
     rng = np.random.default_rng(1)
     input_shape = tuple(model.input_shape[1:])
-    inputs = {
-        use: keras.ops.convert_to_tensor(
-            rng.random((batch,) + input_shape, dtype=np.float32)
-        )
+    arrays = {
+        use: rng.random((batch,) + input_shape, dtype=np.float32)
         for use, batch in BATCHES.items()
     }
+    inputs = {use: keras.ops.convert_to_tensor(x) for use, x in arrays.items()}
+    flatbuffers: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory() as tmp:
         variants = make_variants(model, tmp, name)
         sizes = disk_sizes(model, tmp)
-    fns: dict[str, Callable[[], Any]] = {}
+        if "tflite" in runtimes:
+            for index, variant in enumerate(TFLITE_VARIANTS):
+                flatbuffers[variant] = tflite_flatbuffer(
+                    variants[variant], tmp, f"variant{index}"
+                )
+    keras_fns: dict[str, Callable[[], Any]] = {}
     for variant, net in variants.items():
         call = inference_function(net)
         for use, x in inputs.items():
-            fns[f"{variant}|{use}"] = lambda call=call, x=x: np.asarray(call(x))
-    reference = fns["svd (eval)|throughput"]()
+            keras_fns[f"{variant}|{use}"] = lambda call=call, x=x: np.asarray(call(x))
+    reference = keras_fns["svd (eval)|throughput"]()
     # The dense model has its own (fresh) weights: nothing to agree with.
     agreement = {
-        variant: float(np.max(np.abs(fns[f"{variant}|throughput"]() - reference)))
+        variant: float(np.max(np.abs(keras_fns[f"{variant}|throughput"]() - reference)))
         for variant in variants
         if variant != "dense"
     }
+    fns: dict[str, Callable[[], Any]] = {}
+    if "keras" in runtimes:
+        fns.update(keras_fns)
+    tflite_agreement: dict[str, float] = {}
+    for threads in tflite_threads if "tflite" in runtimes else ():
+        for variant in TFLITE_VARIANTS:
+            diffs = []
+            for use, x in arrays.items():
+                fn = tflite_function(flatbuffers[variant], x, threads)
+                label = f"{variant!r} ({thread_label(threads)}), batch {len(x)}"
+                diffs.append(
+                    check_tflite_output(label, fn(), keras_fns[f"{variant}|{use}"]())
+                )
+                fns[f"tflite/{threads}|{variant}|{use}"] = fn
+            tflite_agreement[f"tflite/{threads}|{variant}"] = max(diffs)
     for fn in fns.values():
         fn()  # trace
     calls = {key: common.calls_per_round(fn, round_seconds) for key, fn in fns.items()}
     samples = common.interleaved(fns, calls, rounds)
     rows = []
-    for variant, net in variants.items():
+    for variant, net in variants.items() if "keras" in runtimes else ():
         lat = samples[f"{variant}|latency"]
         thr = samples[f"{variant}|throughput"]
         rows.append(
@@ -295,6 +412,7 @@ def benchmark_model(
                 "latency_ms_batch1": 1e3 * common.median(lat),
                 "throughput_examples_per_s_batch100": BATCHES["throughput"]
                 / common.median(thr),
+                "throughput_ms_batch100": 1e3 * common.median(thr),
                 "latency_speedup_vs_svd": common.paired_ratio(
                     samples["svd (eval)|latency"], lat
                 ),
@@ -314,6 +432,43 @@ def benchmark_model(
                 },
             }
         )
+    tflite_rows = []
+    for threads in tflite_threads if "tflite" in runtimes else ():
+        runtime = f"tflite/{threads}"
+        for variant in TFLITE_VARIANTS:
+            lat = samples[f"{runtime}|{variant}|latency"]
+            thr = samples[f"{runtime}|{variant}|throughput"]
+            row = {
+                "runtime": "tflite",
+                "threads": threads,
+                "variant": variant,
+                "params": int(variants[variant].count_params()),
+                "flatbuffer_bytes": len(flatbuffers[variant]),
+                "latency_ms_batch1": 1e3 * common.median(lat),
+                "throughput_ms_batch100": 1e3 * common.median(thr),
+                "throughput_examples_per_s_batch100": BATCHES["throughput"]
+                / common.median(thr),
+                "latency_speedup_vs_dense": common.paired_ratio(
+                    samples[f"{runtime}|dense|latency"], lat
+                ),
+                "throughput_speedup_vs_dense": common.paired_ratio(
+                    samples[f"{runtime}|dense|throughput"], thr
+                ),
+                "max_abs_diff_vs_keras": tflite_agreement[f"{runtime}|{variant}"],
+                "calls_per_round": {
+                    "latency": calls[f"{runtime}|{variant}|latency"],
+                    "throughput": calls[f"{runtime}|{variant}|throughput"],
+                },
+            }
+            if "keras" in runtimes:
+                # The same model, Keras time / TFLite time.
+                row["latency_speedup_vs_keras"] = common.paired_ratio(
+                    samples[f"{variant}|latency"], lat
+                )
+                row["throughput_speedup_vs_keras"] = common.paired_ratio(
+                    samples[f"{variant}|throughput"], thr
+                )
+            tflite_rows.append(row)
     return {
         "model": name,
         "source": source,
@@ -326,6 +481,7 @@ def benchmark_model(
             "compression": report.get("compression"),
         },
         "variants": rows,
+        "tflite_variants": tflite_rows,
         "bytes_on_disk": sizes,
     }
 
@@ -336,6 +492,8 @@ def run(
     rounds: int = DEFAULTS["rounds"],
     round_seconds: float = DEFAULTS["round_seconds"],
     match: str | None = None,
+    runtimes: tuple = RUNTIMES,
+    tflite_threads: tuple = TFLITE_THREADS,
 ) -> dict:
     """Runs the benchmark and returns its JSON-serialisable report.
 
@@ -347,6 +505,8 @@ def run(
         round_seconds: about how long each variant and batch size runs in
             each round.
         match: only model files whose name contains it.
+        runtimes: names from `RUNTIMES`.
+        tflite_threads: the ``num_threads`` of each TFLite interpreter.
 
     Returns:
         ``{"benchmark", "settings", "environment", "results"}``; ``results``
@@ -354,16 +514,45 @@ def run(
     """
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("benchmarks.inference times tf.functions: TF backend only.")
+    unknown = sorted(set(runtimes) - set(RUNTIMES))
+    if unknown or not runtimes:
+        raise ValueError(f"runtimes {list(runtimes)}: choose from {RUNTIMES}.")
     started = time.perf_counter()
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     results = [
-        benchmark_model(n, model_dir, rounds, round_seconds, match) for n in models
+        benchmark_model(
+            n, model_dir, rounds, round_seconds, match, runtimes, tflite_threads
+        )
+        for n in models
     ]
+    settings: dict[str, Any] = {}
+    if "tflite" in runtimes:
+        import tensorflow as tf
+
+        settings["tflite"] = {
+            "variants": list(TFLITE_VARIANTS),
+            "threads": list(tflite_threads),
+            "conversion": "keras_sparsevd.export_tflite (model.export, float32, "
+            "no quantization), input resized to the batch size before "
+            "allocate_tensors",
+            "interpreter": f"tf.lite.Interpreter of TensorFlow {tf.__version__}, "
+            "default op resolver (XNNPACK delegate for float ops)",
+            "call": "set_tensor, invoke, get_tensor (a copy), from Python",
+            "why_one_thread": "a per-core figure: the small nets do not split "
+            "across threads at batch 1, and with other processes on the cores a "
+            "multi-threaded time depends on how many happen to be free",
+            "tolerance": f"max |TFLite - Keras| <= {TFLITE_ATOL:g} + "
+            f"{TFLITE_RTOL:g} * max |Keras| at both batch sizes",
+            "speedup": "median over rounds of the same runtime's dense time "
+            "(same threads, same batch) / variant time",
+        }
     return {
         "benchmark": "inference",
         "settings": {
             "models": list(models),
             "model_dir": model_dir,
             "match": match,
+            "runtimes": list(runtimes),
             "call": "model(x, training=False) inside tf.function (no XLA), "
             "output fetched to numpy each call",
             "batch_sizes": BATCHES,
@@ -371,11 +560,40 @@ def run(
             "round_seconds": round_seconds,
             "speedup": "median over rounds of svd (eval) time / variant time, "
             "variants interleaved in alternating order",
+            **settings,
         },
         "environment": common.environment(),
+        # environment() has the load average at the end; this, at the start.
+        "load_average_1min_at_start": load_at_start,
         "elapsed_s": time.perf_counter() - started,
         "results": results,
     }
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def runtime_rows(result: dict) -> list[tuple]:
+    """Rows of the by-runtime table: the TFLite variants in every runtime."""
+    rows = []
+    keras_rows = [r for r in result["variants"] if r["variant"] in TFLITE_VARIANTS]
+    for r in keras_rows + result.get("tflite_variants", []):
+        diff = r.get("max_abs_diff_vs_keras", r.get("max_abs_diff_vs_svd_eval"))
+        rows.append(
+            (
+                thread_label(r["threads"]) if "threads" in r else "keras",
+                r["variant"],
+                f"{r['params']:,}",
+                f"{r['latency_ms_batch1']:.4f}",
+                _ratio(r["latency_speedup_vs_dense"]),
+                f"{r['throughput_ms_batch100']:.3f}",
+                f"{r['throughput_examples_per_s_batch100']:,.0f}",
+                _ratio(r["throughput_speedup_vs_dense"]),
+                "-" if diff is None else f"{diff:.1e}",
+            )
+        )
+    return rows
 
 
 def tables(report: dict) -> str:
@@ -404,23 +622,50 @@ def tables(report: dict) -> str:
             )
             for r in result["variants"]
         ]
-        out.append(
-            common.format_table(
-                (
-                    "variant",
-                    "params",
-                    "batch-1 ms",
-                    "vs svd",
-                    "vs dense",
-                    "batch-100 ex/s",
-                    "vs svd",
-                    "vs dense",
-                    "max |diff|",
-                ),
-                rows,
+        if rows:
+            out.append("Keras runtime (tf.function):")
+            out.append(
+                common.format_table(
+                    (
+                        "variant",
+                        "params",
+                        "batch-1 ms",
+                        "vs svd",
+                        "vs dense",
+                        "batch-100 ex/s",
+                        "vs svd",
+                        "vs dense",
+                        "max |diff|",
+                    ),
+                    rows,
+                )
             )
-        )
-        sizes = result["bytes_on_disk"]
+        if result.get("tflite_variants"):
+            out.append(
+                "\nBy runtime, ms per batch (vs dense: against the dense net of "
+                "the same runtime and batch size; max |diff|: keras against svd "
+                "(eval), tflite against the Keras model of the same variant):"
+            )
+            out.append(
+                common.format_table(
+                    (
+                        "runtime",
+                        "variant",
+                        "params",
+                        "batch-1 ms",
+                        "vs dense",
+                        "batch-100 ms",
+                        "ex/s",
+                        "vs dense",
+                        "max |diff|",
+                    ),
+                    runtime_rows(result),
+                )
+            )
+        out.append("")
+        sizes = dict(result["bytes_on_disk"])
+        for r in result.get("tflite_variants", []):
+            sizes.setdefault(f"{r['variant']} .tflite", r["flatbuffer_bytes"])
         base = sizes["svd .keras"]
         out.append(
             common.format_table(
@@ -430,6 +675,10 @@ def tables(report: dict) -> str:
             + "\n"
         )
     return "\n".join(out)
+
+
+def _load(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
 
 
 def main(argv: list | None = None) -> int:
@@ -454,20 +703,54 @@ def main(argv: list | None = None) -> int:
     parser.add_argument(
         "--match", default=None, help="only model files whose name contains this"
     )
+    parser.add_argument(
+        "--runtime",
+        default=",".join(RUNTIMES),
+        help=f"comma-separated subset of {','.join(RUNTIMES)} (default: both)",
+    )
+    parser.add_argument(
+        "--tflite-threads",
+        default=",".join(map(str, TFLITE_THREADS)),
+        help="comma-separated num_threads of the TFLite interpreters; 'all' is "
+        "every core (default: 1, a per-core figure)",
+    )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--round-seconds", type=float, default=None)
     args = parser.parse_args(argv)
     settings, models = common.settings_and_models(
         parser, args, DEFAULTS, QUICK, MODELS, QUICK_MODELS
     )
-    report = run(models, args.model_dir, match=args.match, **settings)
+    runtimes = tuple(r.strip() for r in args.runtime.split(",") if r.strip())
+    if not runtimes or set(runtimes) - set(RUNTIMES):
+        parser.error(f"--runtime {args.runtime!r}: choose from {RUNTIMES}")
+    threads = []
+    for text in args.tflite_threads.split(","):
+        text = text.strip().lower()
+        if text == "all":
+            threads.append(os.cpu_count() or 1)
+        elif text.isdigit() and int(text) > 0:
+            threads.append(int(text))
+        elif text:
+            parser.error(f"--tflite-threads: {text!r} is not a positive count")
+    runtimes = tuple(dict.fromkeys(runtimes))
+    report = run(
+        models,
+        args.model_dir,
+        match=args.match,
+        runtimes=runtimes,
+        tflite_threads=tuple(dict.fromkeys(threads)) or TFLITE_THREADS,
+        **settings,
+    )
     print(tables(report))
     env = report["environment"]
     print(
         f"{env['cpu']}, {env['cpu_count']} cores, TF {env.get('tensorflow')}, "
-        f"Keras {env['keras']}; {settings['rounds']} interleaved rounds, "
-        f"{report['elapsed_s']:.0f} s. Calls: {report['settings']['call']}. "
-        "Speed-up: median per-round ratio against svd (eval)."
+        f"Keras {env['keras']}; load average (1 min) "
+        f"{_load(report['load_average_1min_at_start'])} at the start, "
+        f"{_load(env.get('load_average_1min'))} at the end; "
+        f"{settings['rounds']} interleaved rounds, {report['elapsed_s']:.0f} s. "
+        f"Keras calls: {report['settings']['call']}. "
+        "Speed-ups: median per-round ratios."
     )
     common.save_report(args.json, report)
     return 0

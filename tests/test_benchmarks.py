@@ -108,7 +108,48 @@ def test_inference_quick_writes_json(tmp_path, capsys):
     assert (
         sizes["sparse .npz (compact)"] < sizes["stripped .keras"] < sizes["svd .keras"]
     )
-    assert "svd (eval)" in capsys.readouterr().out
+    # The TFLite runtime (on by default): one thread, the three variants.
+    assert report["settings"]["runtimes"] == ["keras", "tflite"]
+    tflite = result["tflite_variants"]
+    assert [(r["threads"], r["variant"]) for r in tflite] == [
+        (1, v) for v in inference.TFLITE_VARIANTS
+    ]
+    for r in tflite:
+        for key in (
+            "params",
+            "flatbuffer_bytes",
+            "latency_ms_batch1",
+            "throughput_ms_batch100",
+            "throughput_examples_per_s_batch100",
+            "latency_speedup_vs_dense",
+            "throughput_speedup_vs_dense",
+            "latency_speedup_vs_keras",
+            "throughput_speedup_vs_keras",
+        ):
+            assert _positive(r[key]), (key, r[key])
+        # Checked against the Keras model before timing.
+        assert 0 <= r["max_abs_diff_vs_keras"] < 1e-3
+    by_variant = {r["variant"]: r for r in tflite}
+    dense_bytes = by_variant["dense"]["flatbuffer_bytes"]
+    assert by_variant["compact"]["flatbuffer_bytes"] < dense_bytes
+    out = capsys.readouterr().out
+    assert "svd (eval)" in out and "tflite, 1 thread" in out
+
+
+def test_inference_tflite_output_must_match():
+    want = np.array([[1.0, -2.0]], "float32")
+    assert inference.check_tflite_output("x", want + 1e-6, want) < 1e-5
+    with pytest.raises(inference.OutputMismatchError, match="differs"):
+        inference.check_tflite_output("x", want + 0.1, want)
+    with pytest.raises(inference.OutputMismatchError, match="differs"):
+        inference.check_tflite_output("x", want * np.nan, want)
+    with pytest.raises(inference.OutputMismatchError, match="shape"):
+        inference.check_tflite_output("x", want.T, want)
+
+
+def test_inference_rejects_an_unknown_runtime():
+    with pytest.raises(SystemExit):
+        inference.main(["--quick", "--runtime", "onnx"])
 
 
 @pytest.mark.parametrize("name", ["lenet300", "lenet5"])
