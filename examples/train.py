@@ -109,6 +109,41 @@ def transfer_dense_weights(dense: keras.Model, sparse: keras.Model) -> int:
     return copied
 
 
+def compilation(model: keras.Model) -> str:
+    """How Keras compiles `model`'s train step, in words (after `compile`)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return "eager (torch)"
+    if backend == "jax":
+        return "XLA (jax.jit)" if model.jit_compile else "jax, no jit"
+    return "XLA" if model.jit_compile else "tf.function, no XLA"
+
+
+def backend_hint(model_name: str) -> str | None:
+    """A line for users of a slower backend for `model_name` on this machine.
+
+    From `benchmarks.train_speed` on a 2-core CPU (BENCHMARKS.md): dense-only
+    nets train faster per step on JAX than on TensorFlow, conv nets much
+    slower (XLA's CPU convolutions and random numbers). A hint, not a switch:
+    the backend is chosen before Keras is imported, and is the user's.
+    """
+    import tensorflow as tf
+
+    on_cpu = not tf.config.list_physical_devices("GPU")
+    backend = keras.backend.backend()
+    if on_cpu and model_name == "lenet300" and backend == "tensorflow":
+        return (
+            "hint: on a CPU, LeNet-300-100 trains about 1.7x faster per step on "
+            "JAX (KERAS_BACKEND=jax; see BENCHMARKS.md)"
+        )
+    if on_cpu and model_name != "lenet300" and backend == "jax":
+        return (
+            f"hint: on a CPU, {model_name} trains about 3x faster per step on "
+            "TensorFlow (KERAS_BACKEND=tensorflow; see BENCHMARKS.md)"
+        )
+    return None
+
+
 def hardware() -> dict:
     import tensorflow as tf
 
@@ -249,7 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mixed-precision", choices=("mixed_float16", "mixed_bfloat16"), default=None
     )
-    p.add_argument("--jit", action="store_true", help="compile with XLA")
+    jit = p.add_mutually_exclusive_group()
+    jit.add_argument(
+        "--jit",
+        dest="jit",
+        action="store_const",
+        const=True,
+        default="auto",
+        help="compile with XLA (default: Keras' choice, which is the faster "
+        "one on a CPU: no XLA on TensorFlow, see BENCHMARKS.md)",
+    )
+    jit.add_argument(
+        "--no-jit", dest="jit", action="store_const", const=False, help="no XLA"
+    )
     p.add_argument(
         "--train-limit",
         type=int,
@@ -294,8 +341,10 @@ def main(argv: list | None = None) -> dict:
     if args.model in ("lenet300", "lenet5") and args.dataset != "mnist":
         raise SystemExit(f"--model {args.model} is for --dataset mnist")
     scope, is_chief, engine = distribute.setup(args)
-    xla = args.jit or keras.backend.backend() == "jax"
-    print(f"engine: {engine}; compilation: {'XLA' if xla else 'tf.function, no XLA'}")
+    print(f"engine: {engine}")
+    hint = backend_hint(args.model)
+    if hint:
+        print(hint)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy(args.mixed_precision)
@@ -379,8 +428,9 @@ def main(argv: list | None = None) -> dict:
             ),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
-            jit_compile=bool(args.jit),
+            jit_compile=args.jit,
         )
+    print(f"compilation: {compilation(model)}")
 
     callbacks = [
         EpochTimer(),
@@ -448,6 +498,8 @@ def main(argv: list | None = None) -> dict:
         "seconds_per_epoch": float(np.median(seconds)) if seconds else None,
         "wall_seconds_this_process": wall,
         "hardware": hardware(),
+        "backend": keras.backend.backend(),
+        "compilation": compilation(model),
         "command": "python -m examples.train "
         + " ".join(
             shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])

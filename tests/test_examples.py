@@ -196,6 +196,11 @@ def test_train_entry_point_writes_the_run_folder(tmp_path):
     ):
         assert key in saved
     assert saved == json.loads(json.dumps(report))
+    # Keras' default compilation, which is no XLA on a CPU-only TensorFlow.
+    assert (saved["backend"], saved["compilation"]) == (
+        "tensorflow",
+        "tf.function, no XLA",
+    )
     assert set(saved["per_layer_sparsity"]) == {"fc1", "fc2", "fc3"}
     header = (out / "history.csv").read_text().splitlines()
     assert len(header) == 3 and "sparsity/fc1" in header[0]
@@ -205,6 +210,18 @@ def test_train_entry_point_writes_the_run_folder(tmp_path):
     (_, _), (x_test, y_test) = data.load("mnist", tmp_path / "mnist")
     error = 100 * np.mean(np.argmax(model.predict(x_test, verbose=0), -1) != y_test)
     assert error == pytest.approx(saved["test_error_percent"])
+
+
+def test_train_compilation_flags_and_backend_hint(capsys):
+    args = train.build_parser().parse_args(["--model", "lenet5"])
+    assert args.jit == "auto"
+    assert train.build_parser().parse_args(["--jit"]).jit is True
+    assert train.build_parser().parse_args(["--no-jit"]).jit is False
+    with pytest.raises(SystemExit):
+        train.build_parser().parse_args(["--jit", "--no-jit"])
+    # TensorFlow on a CPU: JAX is the faster backend only for LeNet-300-100.
+    assert "KERAS_BACKEND=jax" in train.backend_hint("lenet300")
+    assert train.backend_hint("lenet5") is None
 
 
 def test_train_dense_baseline_and_vgg_init_from(tmp_path):
