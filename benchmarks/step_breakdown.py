@@ -17,6 +17,12 @@ to be timed):
   updates;
 - ``neither``: both.
 
+One more variant trains exactly like ``svd``: ``autodiff terms`` computes the
+per-weight terms with the plain expressions (`keras_sparsevd.kl.kl_divergence`
+on the clipped log alpha) and lets automatic differentiation find their
+gradient, as the layers did before `training_terms`; against ``svd`` it
+measures what the fused, hand-differentiated version saves.
+
 What ``neither`` still costs over the plain step is the method's floor here:
 the second (variance) product, forward and backward, the noise's
 ``mean + sqrt(var) * eps`` and the optimizer state and update of the
@@ -45,8 +51,16 @@ from keras import ops
 import keras_sparsevd.layers.base as layer_base
 from benchmarks import common
 from benchmarks import train_speed as ts
+from keras_sparsevd.kl import kl_divergence
 
-VARIANTS = ("plain", "svd", "no noise", "no per-weight terms", "neither")
+VARIANTS = (
+    "plain",
+    "svd",
+    "autodiff terms",
+    "no noise",
+    "no per-weight terms",
+    "neither",
+)
 
 
 def _zeros(shape: tuple, seed: Any) -> Any:
@@ -57,6 +71,14 @@ def _least_terms(theta: Any, log_sigma2: Any, threshold: float, clip: bool) -> t
     return theta, ops.exp(log_sigma2), ops.sum(log_sigma2) * 0.0
 
 
+def _autodiff_terms(theta: Any, log_sigma2: Any, threshold: float, clip: bool) -> tuple:
+    log_alpha = layer_base._clipped_log_alpha(theta, log_sigma2)
+    keep = ops.cast(ops.less(log_alpha, threshold), "float32")
+    mean = theta * keep if clip else theta
+    variance = ops.exp(log_alpha) * ops.square(theta)
+    return mean, variance, ops.sum(kl_divergence(log_alpha))
+
+
 @contextlib.contextmanager
 def _variant(name: str) -> Iterator[None]:
     """Patches the layers for `name` while its model is built and traced."""
@@ -65,6 +87,8 @@ def _variant(name: str) -> Iterator[None]:
         layer_base.standard_normal = _zeros
     if name in ("no per-weight terms", "neither"):
         layer_base.training_terms = _least_terms
+    if name == "autodiff terms":
+        layer_base.training_terms = _autodiff_terms
     try:
         yield
     finally:
