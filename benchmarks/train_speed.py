@@ -47,6 +47,7 @@ import keras_sparsevd as ksvd
 from benchmarks import common
 from benchmarks import noise as noise_lib
 from examples import models as zoo
+from examples.train import compilation as compilation_name
 
 MODELS = ("lenet300", "lenet5", "vgglike")
 BATCH_SIZE = 100
@@ -121,16 +122,6 @@ def random_batch(
     x = rng.random((batch_size,) + tuple(input_shape), dtype=np.float32)
     y = rng.integers(0, NUM_CLASSES, size=batch_size).astype("int32")
     return keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
-
-
-def compilation_name(model: keras.Model) -> str:
-    """What Keras resolved ``jit_compile`` to for `model`, in words."""
-    backend = keras.backend.backend()
-    if backend == "torch":
-        return "eager"
-    if backend == "jax":
-        return "XLA (jax.jit)" if model.jit_compile else "jax, no jit"
-    return "XLA" if model.jit_compile else "tf.function, no XLA"
 
 
 def benchmark_model(
