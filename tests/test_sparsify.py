@@ -181,8 +181,8 @@ def test_cli_fails_when_predictions_differ(tmp_path, capsys, monkeypatch):
     model.save(path)
     real_strip = cli.strip_sparsevd
 
-    def broken_strip(model, compact=False):
-        plain = real_strip(model, compact=compact)
+    def broken_strip(model, **options):
+        plain = real_strip(model, **options)
         plain.layers[-1].bias.assign(np.ones(3, "float32"))
         return plain
 
