@@ -133,12 +133,12 @@ def backend_hint(model_name: str) -> str | None:
     backend = keras.backend.backend()
     if on_cpu and model_name == "lenet300" and backend == "tensorflow":
         return (
-            "hint: on a CPU, LeNet-300-100 trains about 1.7x faster per step on "
+            "hint: on a CPU, LeNet-300-100 trains 1.2-1.7x faster per step on "
             "JAX (KERAS_BACKEND=jax; see BENCHMARKS.md)"
         )
     if on_cpu and model_name != "lenet300" and backend == "jax":
         return (
-            f"hint: on a CPU, {model_name} trains about 3x faster per step on "
+            f"hint: on a CPU, {model_name} trains 2.5-3x faster per step on "
             "TensorFlow (KERAS_BACKEND=tensorflow; see BENCHMARKS.md)"
         )
     return None
