@@ -76,7 +76,7 @@ def _terms(theta: Any, log_sigma2: Any, threshold: float, train_clip: bool) -> t
         sig = ops.sigmoid(K2 + K3 * log_alpha)
         # softplus(-log_alpha) == log(1 + alpha) - log_alpha: no second exp.
         # log, not log1p: alpha >= exp(-8) after the clip, where they agree
-        # to float32 rounding, and log1p costs 3x a log under XLA on CPU.
+        # to float32 rounding, and XLA computes log1p more slowly on CPU.
         kl = ops.sum(K1 - K1 * sig + 0.5 * (ops.log(1.0 + alpha) - log_alpha))
         if train_clip:
             keep = ops.cast(ops.less(log_alpha, threshold), theta.dtype)
