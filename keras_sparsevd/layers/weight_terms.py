@@ -59,8 +59,9 @@ def training_terms(
 def _xla_terms() -> Any:
     import tensorflow as tf
 
-    # Measured on LeNet-300-100 (BENCHMARKS.md): the training step without
-    # XLA goes from 2.4x to 2.2x a plain step with these passes fused.
+    # Without XLA, TensorFlow runs each of these elementwise ops as a pass of
+    # its own over every weight; fused, the LeNet-300-100 step was faster
+    # (benchmarks.step_breakdown, "svd" against "autodiff terms").
     return tf.function(_terms, jit_compile=True)
 
 
