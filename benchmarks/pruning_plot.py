@@ -143,6 +143,7 @@ def plot(svd: list[dict], magnitude: list[dict], out: str | os.PathLike) -> Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     nets = [m for m in NET_ORDER if any(r["model"] == m for r in svd + magnitude)]
     nets += sorted(
@@ -202,8 +203,12 @@ def plot(svd: list[dict], magnitude: list[dict], out: str | os.PathLike) -> Path
                     fontsize=8,
                 )
         ax.set_xscale("log")
+        # Log too: magnitude pruning's errors run to tens of percent, which
+        # would flatten Sparse VD's curves near 1-2% on a linear axis.
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("compression (total weights / kept weights)")
-        ax.set_ylabel("test error %")
+        ax.set_ylabel("test error % (log scale)")
         ax.set_title(f"{NAMES.get(net, net)}, MNIST")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
