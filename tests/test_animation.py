@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 import keras_sparsevd as ksvd
-from examples import animation, train
-from examples.animation import Panel
+from examples import animation, train, weight_frames, weight_gif
+from examples.weight_frames import Panel
 
 RNG = np.random.default_rng(5)
 # Small panels: fc1 of the tiny net has 64 inputs and 16 units.
@@ -88,9 +88,9 @@ def test_gif_has_a_frame_per_epoch_and_pruned_weights_grey(tmp_path):
 
     images = gif_frames(gif)
     assert len(images) == 4  # before training and after each epoch
-    frames = animation.Frames.load(frames_dir)
+    frames = weight_frames.Frames.load(frames_dir)
     assert frames.epochs == [0, 1, 2, 3]
-    renderer = animation.Renderer(frames)
+    renderer = weight_gif.Renderer(frames)
     conv1, fc1 = model.get_layer("conv1"), model.get_layer("fc1")
     conv_mask = keras.ops.convert_to_numpy(conv1.kernel_mask)
     # The largest weights, kept all along.
@@ -99,7 +99,7 @@ def test_gif_has_a_frame_per_epoch_and_pruned_weights_grey(tmp_path):
     kept_filter_weight = np.unravel_index(np.argmax(big), big.shape)
     row_above = keras.ops.convert_to_numpy(fc1.kernel)[PRUNED_FC1_INPUT - 1, :8]
     kept_fc1_unit = int(np.argmax(np.abs(row_above)))
-    grey = animation.PRUNED_RGB
+    grey = weight_gif.PRUNED_RGB
     for image in images:
         # Every weight of filter 0 is pruned: grey squares.
         for row, col in [(0, 0), (2, 2), (4, 3)]:
@@ -108,7 +108,7 @@ def test_gif_has_a_frame_per_epoch_and_pruned_weights_grey(tmp_path):
         for unit in range(8):
             assert pixel(image, renderer.weight_box(1, 0, 2, unit)) == grey
         kept = pixel(image, renderer.weight_box(1, 0, 1, kept_fc1_unit))
-        assert kept != grey and kept != animation.BACKGROUND_RGB
+        assert kept != grey and kept != weight_gif.BACKGROUND_RGB
         assert pixel(image, renderer.weight_box(0, 1, *kept_filter_weight)) != grey
     # The GIF is the Renderer's frames, colour for colour (fixed palette).
     last = np.asarray(renderer.image(3).convert("RGB"))
@@ -148,8 +148,8 @@ def test_resumed_run_keeps_its_frames_and_drops_lost_ones(tmp_path):
     with pytest.raises(Killed):
         fit(tiny_lenet5(), callbacks(Interrupt()), epochs=4, x=x, y=y)
     assert not gif.exists()
-    assert animation.Frames.load(frames_dir).epochs == [0, 1, 2]
-    before = animation.Frames.load(frames_dir).records[1]["tiles"][0]
+    assert weight_frames.Frames.load(frames_dir).epochs == [0, 1, 2]
+    before = weight_frames.Frames.load(frames_dir).records[1]["tiles"][0]
     # A frame saved after the last backup, as if killed between the two.
     (frames_dir / "epoch_0003.npz").write_bytes(
         (frames_dir / "epoch_0002.npz").read_bytes()
@@ -157,7 +157,7 @@ def test_resumed_run_keeps_its_frames_and_drops_lost_ones(tmp_path):
 
     keras.utils.clear_session()
     fit(tiny_lenet5(), callbacks(), epochs=4, x=x, y=y)
-    frames = animation.Frames.load(frames_dir)
+    frames = weight_frames.Frames.load(frames_dir)
     assert frames.epochs == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(frames.records[1]["tiles"][0], before)
     assert len(gif_frames(gif)) == 5
@@ -171,25 +171,27 @@ def test_every_and_the_default_panels_of_the_example_models(tmp_path):
     from examples import models
 
     lenet5 = models.lenet5()
-    assert animation.default_panels(lenet5) == [
+    assert weight_frames.default_panels(lenet5) == [
         Panel("conv1", "filters"),
         Panel("fc1", "block", 40),
     ]
-    record = animation.record_frame(lenet5, animation.default_panels(lenet5))
+    record = weight_frames.record_frame(lenet5, weight_frames.default_panels(lenet5))
     # 20 filters 5x5; a pool of 160 middle inputs x 160 units of fc1.
     assert [t.shape for t in record["tiles"]] == [(20, 5, 5), (1, 160, 160)]
     lenet300 = models.lenet300()
-    record = animation.record_frame(lenet300, animation.default_panels(lenet300))
+    record = weight_frames.record_frame(
+        lenet300, weight_frames.default_panels(lenet300)
+    )
     assert [t.shape for t in record["tiles"]] == [(64, 28, 28), (1, 160, 160)]
 
-    frames = animation.Frames("lenet300", 6)
+    frames = weight_frames.Frames("lenet300", 6)
     for epoch in range(7):
         frames.add(epoch, record)
-    renderer = animation.Renderer(frames)
+    renderer = weight_gif.Renderer(frames)
     # The 16 fields and the 40 x 40 block that are shown, of the pools.
     assert renderer.tiles(0, 0).shape == (16, 28, 28)
     assert renderer.tiles(0, 1).shape == (1, 40, 40)
-    path = animation.write_gif(frames, tmp_path / "w.gif", every=4)
+    path = weight_gif.write_gif(frames, tmp_path / "w.gif", every=4)
     assert len(gif_frames(path)) == 3  # epochs 0, 4 and the last, 6
 
 
@@ -205,9 +207,9 @@ def test_unit_choice_keeps_the_units_with_most_kept_weights():
         "sparsity": 0.5,
         "compression": 2.0,
     }
-    frames = animation.Frames()
+    frames = weight_frames.Frames()
     frames.add(0, record)
-    renderer = animation.Renderer(frames)
+    renderer = weight_gif.Renderer(frames)
     np.testing.assert_array_equal(renderer.selected[0][0], [1, 4])  # unit order
 
 
@@ -216,7 +218,7 @@ def test_missing_or_dense_layers_give_clear_errors():
         [keras.Input((5,)), ksvd.DenseSVD(3, name="dense")], name="small"
     )
     with pytest.raises(ValueError, match="no layer 'fc1'.*'dense'"):
-        animation.record_frame(no_fc1, [Panel("fc1", "block")])
+        weight_frames.record_frame(no_fc1, [Panel("fc1", "block")])
     dense = keras.Sequential(
         [keras.Input((4,)), keras.layers.Dense(3, name="fc1")], name="baseline"
     )
@@ -225,8 +227,8 @@ def test_missing_or_dense_layers_give_clear_errors():
     with pytest.raises(ValueError, match="'fc1'.*Dense, not a Sparse VD layer"):
         callback.on_train_begin()
     with pytest.raises(ValueError, match="square image"):
-        animation.record_frame(no_fc1, [Panel("dense", "fields")])
+        weight_frames.record_frame(no_fc1, [Panel("dense", "fields")])
     with pytest.raises(ValueError, match="2D convolution"):
-        animation.record_frame(no_fc1, [Panel("dense", "filters")])
+        weight_frames.record_frame(no_fc1, [Panel("dense", "filters")])
     with pytest.raises(SystemExit, match="--animate applies to --variant svd"):
         train.main(["--variant", "dense", "--animate"])
