@@ -33,20 +33,49 @@ from examples import animation, distribute, plots
 from examples import data as data_lib
 from examples import models as models_lib
 
+LR_SCHEDULES = ("paper", "linear", "constant-linear", "constant")
+
+
+def paper_lr_schedule(model: str, variant: str, pretrained: bool) -> str:
+    """The paper's learning-rate schedule for `model`, by its `LR_SCHEDULES` name."""
+    if model == "lenet300":
+        return "constant-linear"
+    if model == "vgglike" and variant == "svd" and pretrained:
+        return "constant"
+    return "linear"
+
 
 def lr_schedule(
-    model: str, base_lr: float, epochs: int, variant: str, pretrained: bool
+    model: str,
+    base_lr: float,
+    epochs: int,
+    variant: str,
+    pretrained: bool,
+    kind: str = "paper",
 ):
-    """The paper's learning-rate schedule, stretched to `epochs`."""
-    if model == "lenet300":
+    """A learning-rate schedule by epoch, stretched to `epochs`.
+
+    Args:
+        model, variant, pretrained: pick the paper's schedule for
+            ``kind="paper"``.
+        base_lr: the learning rate at epoch 0.
+        epochs: the run's length.
+        kind: one of `LR_SCHEDULES`: "linear" from `base_lr` to 0
+            (LeNet-5 in the paper), "constant-linear" constant for the
+            first half and then linear to 0 (LeNet-300-100 in the paper),
+            "constant", or "paper" for the paper's choice for `model`.
+    """
+    if kind not in LR_SCHEDULES:
+        raise ValueError(f"`kind` must be one of {LR_SCHEDULES}, got {kind!r}.")
+    if kind == "paper":
+        kind = paper_lr_schedule(model, variant, pretrained)
+    if kind == "constant-linear":
         half = epochs / 2
 
         def schedule(epoch: int) -> float:
-            # Constant for the first half, then linear to 0 (1e-3 to epoch
-            # 100, 0 at 200 in the paper).
             return base_lr if epoch < half else base_lr * (epochs - epoch) / half
 
-    elif model == "vgglike" and variant == "svd" and pretrained:
+    elif kind == "constant":
 
         def schedule(epoch: int) -> float:
             return base_lr
@@ -231,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="base learning rate (default: the paper's)",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="paper",
+        help="linear: to 0 over the run (the paper's LeNet-5); constant-linear: "
+        "constant for the first half, then linear to 0 (the paper's "
+        "LeNet-300-100); constant; paper: the paper's for the model (default)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=float, default=1.0, help="VGG-like width scale")
@@ -435,7 +472,14 @@ def main(argv: list | None = None) -> dict:
     callbacks = [
         EpochTimer(),
         keras.callbacks.LearningRateScheduler(
-            lr_schedule(args.model, base_lr, args.epochs, args.variant, pretrained)
+            lr_schedule(
+                args.model,
+                base_lr,
+                args.epochs,
+                args.variant,
+                pretrained,
+                args.lr_schedule,
+            )
         ),
         TestError(),
     ]
@@ -490,6 +534,11 @@ def main(argv: list | None = None) -> dict:
         "seed": args.seed,
         "batch_size": args.batch_size,
         "base_lr": base_lr,
+        "lr_schedule": (
+            paper_lr_schedule(args.model, args.variant, pretrained)
+            if args.lr_schedule == "paper"
+            else args.lr_schedule
+        ),
         "train_examples": n_train,
         "test_error_percent": test_error,
         "test_error_percent_at_start": start_error,

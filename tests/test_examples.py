@@ -241,9 +241,12 @@ def test_train_dense_baseline_and_vgg_init_from(tmp_path):
             "--verbose",
             "0",
             "--no-plots",
+            "--lr-schedule",
+            "constant-linear",
         ]
     )
     assert report["compression"] == 1.0 and report["variant"] == "dense"
+    assert report["lr_schedule"] == "constant-linear"
 
     x = RNG.random((8, 32, 32, 3)).astype("float32")
     dense = models.vgglike(sparse=False, k=0.125)
@@ -263,6 +266,21 @@ def test_paper_learning_rate_schedules():
     assert lenet300(150) == pytest.approx(0.5e-3)
     lenet5 = train.lr_schedule("lenet5", 1e-3, 200, "svd", False)
     assert lenet5(0) == 1e-3 and lenet5(100) == pytest.approx(0.5e-3)
+
+
+def test_other_learning_rate_schedules():
+    # LeNet-5 with LeNet-300-100's schedule, as the issue's recipe asks.
+    lenet5 = train.lr_schedule("lenet5", 1e-3, 200, "svd", False, "constant-linear")
+    lenet300 = train.lr_schedule("lenet300", 1e-3, 200, "svd", False)
+    assert [lenet5(e) for e in range(200)] == [lenet300(e) for e in range(200)]
+    linear = train.lr_schedule("lenet300", 1e-3, 200, "svd", False, "linear")
+    assert linear(100) == pytest.approx(0.5e-3)
+    constant = train.lr_schedule("lenet5", 1e-3, 200, "svd", False, "constant")
+    assert constant(0) == constant(199) == 1e-3
+    with pytest.raises(ValueError, match="kind"):
+        train.lr_schedule("lenet5", 1e-3, 200, "svd", False, "cosine")
+    with pytest.raises(SystemExit):
+        train.build_parser().parse_args(["--lr-schedule", "cosine"])
 
 
 def test_tfds_failure_names_the_local_folder_way_out(monkeypatch):
@@ -405,6 +423,7 @@ def test_train_without_data_flag_reads_the_shipped_mnist(tmp_path, monkeypatch):
     )
     assert used == [True] and len(small["y_test"]) == 20
     assert report["dataset"] == "mnist"
+    assert report["lr_schedule"] == "constant-linear"  # the paper's, for LeNet-300
 
 
 def test_results_table_lists_runs_beside_the_paper(tmp_path):
