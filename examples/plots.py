@@ -148,23 +148,55 @@ def save_masks(plt, path: Path, model: keras.Model) -> Path:
     return path
 
 
-def save_architecture(path: Path, model: keras.Model, title: str = "") -> Path | None:
-    """Bars of the units (channels) each layer reads, before and after pruning.
+def kept_architecture(model: keras.Model) -> list[tuple[str, int, int]]:
+    """``(name, before, kept)``: the inputs read, then each layer's units or filters.
 
-    One bar per Sparse VD layer's input, from the sparsity report's
-    ``inputs`` and ``inputs_kept``, then the model's outputs: for
-    LeNet-300-100 the pixels, fc1's units, fc2's units and the 10 classes.
+    The first row is the inputs the first Sparse VD layer reads (pixels, or
+    channels of a convolution); then, for every Sparse VD layer, its units
+    (filters) in `model` and in ``compact_model(model)``, which removes
+    every unit and filter that nothing downstream reads.
+    """
+    import keras_sparsevd as ksvd
+
+    report = [r for r in ksvd.sparsity_report(model).layers if r.inputs is not None]
+    compact = ksvd.compact_model(model)
+    rows = []
+    if report:
+        rows.append(("inputs", report[0].inputs, report[0].inputs_kept))
+    # Compaction keeps the layers' names; it removes no layer.
+    compacted = {
+        layer.name: layer
+        for layer in compact._flatten_layers(include_self=False, recursive=True)
+    }
+    for layer in ksvd.svd_layers(model):
+        width = _width(layer)
+        if width is not None and layer.name in compacted:
+            rows.append((layer.name, width, _width(compacted[layer.name])))
+    return rows
+
+
+def _width(layer: keras.layers.Layer) -> int | None:
+    for attr in ("units", "filters"):
+        if getattr(layer, attr, None) is not None:
+            return int(getattr(layer, attr))
+    return None
+
+
+def save_architecture(path: Path, model: keras.Model, title: str = "") -> Path | None:
+    """Bars of the units and filters of each layer, before and after pruning.
+
+    The rows of `kept_architecture`: the inputs read, then each Sparse VD
+    layer's units or filters, as in the dense net and after compaction. For
+    LeNet-5-Caffe: the input channel, conv1's and conv2's filters, fc1's
+    units and the 10 classes.
     """
     plt = _pyplot()
     if plt is None:
         return None
-    import keras_sparsevd as ksvd
-
-    rows = [r for r in ksvd.sparsity_report(model).layers if r.inputs is not None]
-    outputs = int(model.output_shape[-1])
-    names = [f"into {r.name}" for r in rows] + ["outputs"]
-    before = [r.inputs for r in rows] + [outputs]
-    after = [r.inputs_kept for r in rows] + [outputs]
+    rows = kept_architecture(model)
+    names = [name for name, _, _ in rows]
+    before = [b for _, b, _ in rows]
+    after = [a for _, _, a in rows]
     fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.6))
     positions = np.arange(len(names))
     ax.bar(positions, before, color="0.85", label="before")
@@ -173,7 +205,7 @@ def save_architecture(path: Path, model: keras.Model, title: str = "") -> Path |
         ax.text(x, a, f"{a}/{b}", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(positions, names)
     ax.set_yscale("log")
-    ax.set_ylabel("units or channels")
+    ax.set_ylabel("inputs, units or filters")
     kept = "-".join(str(a) for a in after)
     ax.set_title(title or f"kept architecture {kept}")
     ax.legend(loc="upper right")

@@ -206,3 +206,9 @@ def test_architecture_picture(tmp_path):
     path = plots.save_architecture(tmp_path / "arch.png", model)
     assert path.stat().st_size > 1000
     assert ksvd.sparsity_report(model).layers[1].inputs_kept == 2
+    # b reads 2 of a's 4 units, so a keeps 2 after compaction.
+    assert plots.kept_architecture(model) == [
+        ("inputs", 6, 6),
+        ("a", 4, 2),
+        ("b", 2, 2),
+    ]
