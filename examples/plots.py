@@ -157,29 +157,18 @@ def kept_architecture(model: keras.Model) -> list[tuple[str, int, int]]:
     every unit and filter that nothing downstream reads.
     """
     import keras_sparsevd as ksvd
+    from keras_sparsevd.model_helpers import layer_widths
 
     report = [r for r in ksvd.sparsity_report(model).layers if r.inputs is not None]
-    compact = ksvd.compact_model(model)
     rows = []
     if report:
         rows.append(("inputs", report[0].inputs, report[0].inputs_kept))
-    # Compaction keeps the layers' names; it removes no layer.
-    compacted = {
-        layer.name: layer
-        for layer in compact._flatten_layers(include_self=False, recursive=True)
-    }
+    before = layer_widths(model)
+    after = layer_widths(ksvd.compact_model(model))  # compaction keeps the names
     for layer in ksvd.svd_layers(model):
-        width = _width(layer)
-        if width is not None and layer.name in compacted:
-            rows.append((layer.name, width, _width(compacted[layer.name])))
+        if layer.name in before and layer.name in after:
+            rows.append((layer.name, before[layer.name], after[layer.name]))
     return rows
-
-
-def _width(layer: keras.layers.Layer) -> int | None:
-    for attr in ("units", "filters"):
-        if getattr(layer, attr, None) is not None:
-            return int(getattr(layer, attr))
-    return None
 
 
 def save_architecture(path: Path, model: keras.Model, title: str = "") -> Path | None:

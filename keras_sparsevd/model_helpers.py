@@ -31,6 +31,24 @@ def svd_layers(model: keras.layers.Layer) -> list:
     return found
 
 
+def layer_widths(model: keras.layers.Layer) -> dict:
+    """``{layer name: units or filters}`` of every layer that has either.
+
+    Args:
+        model: a Keras model; nested models are searched.
+
+    Returns:
+        The widths by layer name: `compact_model` keeps the names, so the
+        widths of a model and of its compacted copy can be compared.
+    """
+    widths = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        width = getattr(layer, "units", None) or getattr(layer, "filters", None)
+        if isinstance(width, int):
+            widths[layer.name] = width
+    return widths
+
+
 def _walk(layer: keras.layers.Layer):
     # Depth first in the order the layers were added (Keras'
     # `_flatten_layers` reverses siblings).

@@ -51,7 +51,7 @@ from keras_sparsevd.export.sizes import (
 )
 from keras_sparsevd.export.strip import strip_sparsevd
 from keras_sparsevd.export.tflite import TFLiteNotSupportedError, export_tflite
-from keras_sparsevd.model_helpers import svd_layers
+from keras_sparsevd.model_helpers import layer_widths, svd_layers
 from keras_sparsevd.report import sparsity_report
 
 PROG = "python -m keras_sparsevd.export"
@@ -228,8 +228,8 @@ def _load(model_path: str) -> keras.Model:
 
 
 def _compaction_summary(model: keras.Model, compact: keras.Model) -> str:
-    before = _widths(model)
-    after = _widths(compact)
+    before = layer_widths(model)
+    after = layer_widths(compact)
     lines = ["compaction (units or filters kept):"]
     for name, width in after.items():
         if name in before:
@@ -242,15 +242,6 @@ def _compaction_summary(model: keras.Model, compact: keras.Model) -> str:
                 "input features read"
             )
     return "\n".join(lines)
-
-
-def _widths(model: keras.Model) -> dict:
-    widths = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        width = getattr(layer, "units", None) or getattr(layer, "filters", None)
-        if isinstance(width, int):
-            widths[layer.name] = width
-    return widths
 
 
 def _prediction_check(model: keras.Model, stripped: keras.Model) -> tuple:
