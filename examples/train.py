@@ -469,16 +469,14 @@ def main(argv: list | None = None) -> dict:
         )
     print(f"compilation: {compilation(model)}")
 
+    lr_kind = args.lr_schedule
+    if lr_kind == "paper":
+        lr_kind = paper_lr_schedule(args.model, args.variant, pretrained)
     callbacks = [
         EpochTimer(),
         keras.callbacks.LearningRateScheduler(
             lr_schedule(
-                args.model,
-                base_lr,
-                args.epochs,
-                args.variant,
-                pretrained,
-                args.lr_schedule,
+                args.model, base_lr, args.epochs, args.variant, pretrained, lr_kind
             )
         ),
         TestError(),
@@ -534,11 +532,7 @@ def main(argv: list | None = None) -> dict:
         "seed": args.seed,
         "batch_size": args.batch_size,
         "base_lr": base_lr,
-        "lr_schedule": (
-            paper_lr_schedule(args.model, args.variant, pretrained)
-            if args.lr_schedule == "paper"
-            else args.lr_schedule
-        ),
+        "lr_schedule": lr_kind,
         "train_examples": n_train,
         "test_error_percent": test_error,
         "test_error_percent_at_start": start_error,
