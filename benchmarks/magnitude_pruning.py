@@ -41,6 +41,12 @@ dependencies. From the repository root::
     .venv-peers/bin/python -m benchmarks.magnitude_pruning \\
         --model lenet5 --per-layer-from results/lenet5-mnist-svd-seed0.json
 
+A run stopped part-way (the session ends, the machine restarts) resumes from
+its last finished epoch when started again with the same command: a
+``BackupAndRestore`` checkpoint (weights, masks, pruning step, optimizer) and
+the per-epoch history are kept in ``--backup-dir`` (default
+``runs/magnitude/<report name>/``) until the run finishes.
+
 A smoke test: add ``--epochs 2 --train-limit 2000``. ``python -m
 benchmarks.pruning_plot`` draws the reports beside Sparse VD's threshold
 sweeps.
@@ -467,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON report (default: runs/magnitude/<model>-<target>-e<epochs>"
         "-seed<seed>.json)",
     )
+    p.add_argument(
+        "--backup-dir",
+        default=None,
+        help="where a stopped run's checkpoint and history are kept so that the "
+        "same command resumes it (default: runs/magnitude/<report name>/)",
+    )
     p.add_argument("--verbose", type=int, default=2)
     return p
 
@@ -476,6 +488,26 @@ def default_out(args: argparse.Namespace) -> Path:
     return Path(
         f"runs/magnitude/{args.model}-{target}-e{args.epochs}-seed{args.seed}.json"
     )
+
+
+def has_backup(backup_dir: Path) -> bool:
+    """Whether tf_keras' BackupAndRestore left a checkpoint to resume from."""
+    return (backup_dir / "chief" / "checkpoint").exists()
+
+
+def read_history(path: Path) -> dict[int, dict]:
+    """Epoch -> history row, from the JSON lines a stopped run wrote.
+
+    An epoch recorded twice (the process stopped after the row was written but
+    before its checkpoint was) keeps its last row, the one that was resumed.
+    """
+    rows: dict[int, dict] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[int(row["epoch"])] = row
+    return rows
 
 
 def main(argv: list | None = None) -> dict:
@@ -493,6 +525,15 @@ def main(argv: list | None = None) -> dict:
     tf, keras, tfmot = import_peers()
     out = Path(args.out) if args.out else default_out(args)
     out.parent.mkdir(parents=True, exist_ok=True)
+    backup_dir = (
+        Path(args.backup_dir) if args.backup_dir else Path("runs/magnitude") / out.stem
+    )
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    history_path = backup_dir / "history.jsonl"
+    resuming = has_backup(backup_dir)
+    if not resuming:
+        # Rows of an earlier run that finished or never checkpointed.
+        history_path.unlink(missing_ok=True)
 
     keras.utils.set_random_seed(args.seed)
     (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, args.train_limit)
@@ -507,7 +548,12 @@ def main(argv: list | None = None) -> dict:
         metrics=["accuracy"],
     )
 
-    history: list[dict] = []
+    rows = read_history(history_path)
+    if resuming:
+        print(
+            f"resuming from {backup_dir} ({len(rows)} epochs recorded)",
+            file=sys.stderr,
+        )
 
     class Record(keras.callbacks.Callback):
         """Per epoch: wall time, learning rate, test error, mask sparsity."""
@@ -530,7 +576,9 @@ def main(argv: list | None = None) -> dict:
                     k: 100.0 * v for k, v in mask_sparsity(self.model).items()
                 },
             }
-            history.append(row)
+            rows[row["epoch"]] = row
+            with history_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
 
     started = time.perf_counter()
     model.fit(
@@ -541,6 +589,8 @@ def main(argv: list | None = None) -> dict:
         # Evaluated every epoch as examples.train does, so s / epoch compare.
         validation_data=(x_test, y_test),
         callbacks=[
+            # First, so that the restored state is in place before the others.
+            keras.callbacks.BackupAndRestore(str(backup_dir)),
             tfmot.sparsity.keras.UpdatePruningStep(),
             keras.callbacks.LearningRateScheduler(
                 lr_schedule(args.model, BASE_LR, args.epochs)
@@ -550,6 +600,7 @@ def main(argv: list | None = None) -> dict:
         verbose=args.verbose,
     )
     wall = time.perf_counter() - started
+    history = [rows[epoch] for epoch in sorted(rows)]
 
     # Counted on the stripped net: the zeros are really in its kernels.
     stripped = tfmot.sparsity.keras.strip_pruning(model)
@@ -598,6 +649,9 @@ def main(argv: list | None = None) -> dict:
         "sparsity_report": sparsity,
         "seconds_per_epoch": float(np.median(seconds)) if seconds else None,
         "wall_seconds": wall,
+        # Over all processes of a resumed run; wall_seconds is this one's.
+        "train_seconds_all_epochs": float(sum(seconds)),
+        "resumed": resuming,
         "history": history,
         "versions": versions(),
         "hardware": machine(),
@@ -608,6 +662,8 @@ def main(argv: list | None = None) -> dict:
         "options": vars(args),
     }
     out.write_text(json.dumps(report, indent=2) + "\n")
+    # The report holds the history now; BackupAndRestore removed its checkpoint.
+    history_path.unlink(missing_ok=True)
     layers_text = " - ".join(f"{per_layer[n]:.1f}" for n in names)
     print(
         f"test error: {test_error:.2f}%  compression: {sparsity['compression']:.1f}x  "

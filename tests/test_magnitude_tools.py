@@ -166,6 +166,27 @@ def test_weight_report_counts_kernels_only():
     and importlib.util.find_spec("tensorflow_model_optimization") is not None,
     reason="this environment has the peers installed",
 )
+def test_resume_state_reads_the_last_row_of_each_epoch(tmp_path):
+    assert not mp.has_backup(tmp_path)
+    assert mp.read_history(tmp_path / "history.jsonl") == {}
+    rows = [
+        {"epoch": 1, "loss": 0.9},
+        {"epoch": 2, "loss": 0.8},
+        # Written again after a stop between the row and the epoch's checkpoint.
+        {"epoch": 2, "loss": 0.7},
+        {"epoch": 3, "loss": 0.6},
+    ]
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
+    history = mp.read_history(path)
+    assert sorted(history) == [1, 2, 3]
+    assert history[2]["loss"] == 0.7
+    (tmp_path / "chief").mkdir()
+    assert not mp.has_backup(tmp_path)
+    (tmp_path / "chief" / "checkpoint").write_text("")
+    assert mp.has_backup(tmp_path)
+
+
 def test_refuses_to_run_without_the_peers_venv(tmp_path):
     out = tmp_path / "report.json"
     with pytest.raises(SystemExit) as info:
