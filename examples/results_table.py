@@ -1,6 +1,10 @@
 """Prints the markdown results table from run reports (report.json files).
 
 python -m examples.results_table results/*.json
+python -m examples.results_table --seeds results/lenet5-mnist-svd-seed*.json
+
+With ``--seeds``: one row per net and recipe, with the mean and range over the
+seeds of the error and the compression.
 """
 
 from __future__ import annotations
@@ -51,7 +55,55 @@ def sweep_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(paths: list) -> str:
+def recipe(report: dict) -> str:
+    """What distinguishes a run's training from the paper's, in words."""
+    from examples.train import paper_lr_schedule
+
+    options = report.get("options", {})
+    pretrained = bool(options.get("init_from"))
+    words = ["Sparse VD" if report["variant"] == "svd" else "dense"]
+    if options.get("structured"):
+        words.append("structured")
+    if pretrained:
+        words.append("dense start")
+    if options.get("log_sigma2_init") is not None:
+        words.append(f"log sigma2 init {options['log_sigma2_init']:g}")
+    # Reports written before the schedule was recorded used the paper's.
+    paper = paper_lr_schedule(report["model"], report["variant"], pretrained)
+    schedule = report.get("lr_schedule", paper)
+    if schedule != paper:
+        words.append(f"{schedule} lr")
+    return ", ".join(words)
+
+
+def seed_summary(reports: list[dict]) -> str:
+    """Mean and range over seeds of each (net, recipe, epochs)."""
+    groups: dict[tuple, list[dict]] = {}
+    for report in reports:
+        key = (report["model"], recipe(report), report["epochs"])
+        groups.setdefault(key, []).append(report)
+    lines = [
+        "| Network | Recipe | Epochs | Seeds | Error % mean | Error % range "
+        "| Compression mean | Compression range |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (model, name, epochs), runs in sorted(groups.items()):
+        runs.sort(key=lambda r: r.get("seed", 0))
+        errors = [r["test_error_percent"] for r in runs]
+        compressions = [r["compression"] for r in runs]
+        lines.append(
+            f"| {NAMES.get(model, model)} | {name} | {epochs} | "
+            f"{', '.join(str(r.get('seed', '-')) for r in runs)} | "
+            f"{sum(errors) / len(errors):.2f} | "
+            f"{min(errors):.2f}-{max(errors):.2f} | "
+            f"{sum(compressions) / len(compressions):.1f}x | "
+            f"{min(compressions):.1f}-{max(compressions):.1f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(paths: list, seeds: bool = False) -> str:
+    """The table of `paths`' reports; with `seeds`, their mean and range."""
     lines = [
         "| Network | Method | Seed | Epochs | Error % | Sparsity per layer % "
         "| Compression | Paper error % | Paper sparsity % | Paper compression "
@@ -61,6 +113,8 @@ def main(paths: list) -> str:
     reports = [json.loads(Path(p).read_text()) for p in paths]
     # Reports of examples.train only (examples.transformer writes others).
     reports = [r for r in reports if "model" in r and "variant" in r]
+    if seeds:
+        return seed_summary(reports)
     reports.sort(key=lambda r: (r["model"], r["variant"] == "svd", r.get("seed", 0)))
     lines += [row(r) for r in reports]
     for report in reports:
@@ -70,4 +124,5 @@ def main(paths: list) -> str:
 
 
 if __name__ == "__main__":
-    print(main(sys.argv[1:]))
+    args = sys.argv[1:]
+    print(main([a for a in args if a != "--seeds"], seeds="--seeds" in args))

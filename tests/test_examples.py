@@ -458,3 +458,39 @@ def test_zca_whitening_whitens_and_lives_in_the_model():
         np.cov(out, rowvar=False, bias=True), np.eye(108), atol=2e-2
     )
     assert not pre.trainable_weights
+
+
+def test_results_table_seed_summary_groups_recipes(tmp_path):
+    from examples import results_table
+
+    def report(seed, error, compression, **extra):
+        return {
+            "seed": seed,
+            "model": "lenet5",
+            "variant": "svd",
+            "epochs": 200,
+            "test_error_percent": error,
+            "per_layer_sparsity": {},
+            "compression": compression,
+            **extra,
+        }
+
+    reports = [
+        # Written before lr_schedule was recorded: the paper's schedule.
+        report(0, 0.83, 246.7),
+        report(1, 0.81, 240.5, lr_schedule="linear"),
+        report(2, 0.77, 250.0, lr_schedule="linear"),
+        report(0, 0.70, 300.0, lr_schedule="constant-linear"),
+    ]
+    paths = []
+    for i, r in enumerate(reports):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    table = results_table.main([str(p) for p in paths], seeds=True)
+    rows = [line for line in table.splitlines() if line.startswith("| LeNet")]
+    assert rows == [
+        "| LeNet-5-Caffe | Sparse VD | 200 | 0, 1, 2 | 0.80 | 0.77-0.83 "
+        "| 245.7x | 240.5-250.0x |",
+        "| LeNet-5-Caffe | Sparse VD, constant-linear lr | 200 | 0 | 0.70 "
+        "| 0.70-0.70 | 300.0x | 300.0-300.0x |",
+    ]
