@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 NAMES = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
@@ -86,6 +88,26 @@ def setting(report: dict) -> str:
     targets = list((report.get("target_sparsity_percent") or {}).values())
     text = f"uniform {targets[0]:g}%" if targets else "uniform"
     return text + short_run(report)
+
+
+def tick_label(low: float, high: float) -> Callable[[float, object], str]:
+    """Log-axis tick labels as plain numbers (9, not 9 x 10^0).
+
+    Every tick is labelled on an axis inside one decade, which has (almost) no
+    major ticks; on a wider one only 1, 2 and 5 times a power of ten, so that
+    the labels do not crowd.
+    """
+    narrow = high / low < 10
+
+    def label(value: float, _position: object) -> str:
+        if value <= 0:
+            return ""
+        lead = value / 10 ** math.floor(math.log10(value) + 1e-9)
+        if narrow or any(abs(lead - keep) < 1e-6 for keep in (1, 2, 5)):
+            return f"{value:g}"
+        return ""
+
+    return label
 
 
 def table(svd: list[dict], magnitude: list[dict]) -> str:
@@ -206,7 +228,10 @@ def plot(svd: list[dict], magnitude: list[dict], out: str | os.PathLike) -> Path
         # Log too: magnitude pruning's errors run to tens of percent, which
         # would flatten Sparse VD's curves near 1-2% on a linear axis.
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            plain = matplotlib.ticker.FuncFormatter(tick_label(*limits))
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(plain)
         ax.set_xlabel("compression (total weights / kept weights)")
         ax.set_ylabel("test error % (log scale)")
         ax.set_title(f"{NAMES.get(net, net)}, MNIST")

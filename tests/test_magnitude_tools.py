@@ -294,3 +294,19 @@ def test_read_reports_sorts_kinds():
 def test_plot_refuses_nothing_to_draw(tmp_path):
     with pytest.raises(ValueError, match="No Sparse VD"):
         pruning_plot.plot([], [], tmp_path / "x.png")
+
+
+def test_tick_labels_are_plain_numbers_and_do_not_crowd():
+    narrow = pruning_plot.tick_label(0.8, 1.3)
+    assert [narrow(v, None) for v in (0.8, 0.9, 1.0)] == ["0.8", "0.9", "1"]
+    wide = pruning_plot.tick_label(1.5, 70.0)
+    assert [wide(v, None) for v in (2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0)] == [
+        "2",
+        "",
+        "5",
+        "10",
+        "20",
+        "",
+        "50",
+    ]
+    assert wide(1000.0, None) == "1000"
