@@ -161,11 +161,6 @@ def test_weight_report_counts_kernels_only():
     assert report["compression"] == pytest.approx(10 / 7)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("tf_keras") is not None
-    and importlib.util.find_spec("tensorflow_model_optimization") is not None,
-    reason="this environment has the peers installed",
-)
 def test_resume_state_reads_the_last_row_of_each_epoch(tmp_path):
     assert not mp.has_backup(tmp_path)
     assert mp.read_history(tmp_path / "history.jsonl") == {}
@@ -187,6 +182,11 @@ def test_resume_state_reads_the_last_row_of_each_epoch(tmp_path):
     assert mp.has_backup(tmp_path)
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("tf_keras") is not None
+    and importlib.util.find_spec("tensorflow_model_optimization") is not None,
+    reason="this environment has the peers installed",
+)
 def test_refuses_to_run_without_the_peers_venv(tmp_path):
     out = tmp_path / "report.json"
     with pytest.raises(SystemExit) as info:
