@@ -104,17 +104,17 @@ def seed_summary(reports: list[dict]) -> str:
 
 def main(paths: list, seeds: bool = False) -> str:
     """The table of `paths`' reports; with `seeds`, their mean and range."""
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    # Reports of examples.train only (examples.transformer writes others).
+    reports = [r for r in reports if "model" in r and "variant" in r]
+    if seeds:
+        return seed_summary(reports)
     lines = [
         "| Network | Method | Seed | Epochs | Error % | Sparsity per layer % "
         "| Compression | Paper error % | Paper sparsity % | Paper compression "
         "| s / epoch |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    reports = [json.loads(Path(p).read_text()) for p in paths]
-    # Reports of examples.train only (examples.transformer writes others).
-    reports = [r for r in reports if "model" in r and "variant" in r]
-    if seeds:
-        return seed_summary(reports)
     reports.sort(key=lambda r: (r["model"], r["variant"] == "svd", r.get("seed", 0)))
     lines += [row(r) for r in reports]
     for report in reports:
