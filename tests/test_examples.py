@@ -212,6 +212,33 @@ def test_train_entry_point_writes_the_run_folder(tmp_path):
     assert error == pytest.approx(saved["test_error_percent"])
 
 
+def test_train_same_seed_repeats_the_run_bit_for_bit(tmp_path):
+    # RESULTS.md counts runs as independent only across seeds or code changes.
+    make_mnist_folder(tmp_path / "mnist", n_train=200, n_test=50)
+
+    def run(seed, name):
+        out = tmp_path / name
+        train.main(
+            ["--model", "lenet300", "--data-dir", str(tmp_path / "mnist")]
+            + ["--epochs", "2", "--seed", str(seed), "--out", str(out)]
+            + ["--no-plots", "--verbose", "0"]
+        )
+        history = (out / "history.csv").read_text().splitlines()
+        losses = [
+            line.split(",")[history[0].split(",").index("loss")] for line in history[1:]
+        ]
+        return losses, keras.models.load_model(out / "model.keras").get_weights()
+
+    losses_a, weights_a = run(3, "a")
+    losses_b, weights_b = run(3, "b")
+    losses_c, weights_c = run(4, "c")
+    assert losses_a == losses_b
+    for a, b in zip(weights_a, weights_b, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert losses_a != losses_c
+    assert not np.array_equal(weights_a[0], weights_c[0])
+
+
 def test_train_compilation_flags_and_backend_hint(capsys):
     args = train.build_parser().parse_args(["--model", "lenet5"])
     assert args.jit == "auto"
