@@ -67,6 +67,18 @@ def svd_label(report: dict) -> str:
     return f"Sparse VD seed {report.get('seed', '?')} ({', '.join(extra)})"
 
 
+def svd_labels(reports: list[dict]) -> list[str]:
+    """Legend texts of several sweeps, each different from the others.
+
+    Two runs of one recipe and seed (a rerun) get their report's file name.
+    """
+    labels = [svd_label(r) for r in reports]
+    return [
+        f"{label} {Path(r['path']).stem}" if labels.count(label) > 1 else label
+        for label, r in zip(labels, reports)
+    ]
+
+
 def magnitude_label(report: dict) -> str:
     """Legend text of a magnitude pruning mode."""
     if report.get("mode") == "per_layer":
@@ -177,9 +189,8 @@ def plot(svd: list[dict], magnitude: list[dict], out: str | os.PathLike) -> Path
         1, len(nets), figsize=(6.0 * len(nets), 4.5), squeeze=False
     )
     for ax, net in zip(axes[0], nets):
-        for i, report in enumerate(
-            sorted((r for r in svd if r["model"] == net), key=lambda r: r["path"])
-        ):
+        runs = sorted((r for r in svd if r["model"] == net), key=lambda r: r["path"])
+        for i, (report, label) in enumerate(zip(runs, svd_labels(runs))):
             sweep = sorted(report["threshold_sweep"], key=lambda p: p["compression"])
             color = f"C{i}"
             ax.plot(
@@ -188,7 +199,7 @@ def plot(svd: list[dict], magnitude: list[dict], out: str | os.PathLike) -> Path
                 "-",
                 marker=".",
                 color=color,
-                label=svd_label(report),
+                label=label,
             )
             own = (report.get("options") or {}).get("threshold", 3.0)
             at_own = [p for p in sweep if p["threshold"] == own]
@@ -210,9 +221,10 @@ def plot(svd: list[dict], magnitude: list[dict], out: str | os.PathLike) -> Path
             ax.plot(
                 report["compression"],
                 report["test_error_percent"],
-                "*" if per_layer else "o",
-                markersize=13 if per_layer else 8,
-                color="black" if per_layer else "C3",
+                # Black, so that no Sparse VD curve from the colour cycle matches.
+                "*" if per_layer else "s",
+                markersize=13 if per_layer else 7,
+                color="black",
                 label=None if label in labelled else label,
             )
             labelled.add(label)

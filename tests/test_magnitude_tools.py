@@ -291,6 +291,24 @@ def test_read_reports_sorts_kinds():
     assert [r["seed"] for r in svd] == [0] and magnitude == []
 
 
+def test_svd_labels_tell_a_rerun_apart():
+    run = {"seed": 1, "epochs": 200, "options": {}}
+    labels = pruning_plot.svd_labels(
+        [
+            {**run, "path": "results/l-seed1.json"},
+            {**run, "path": "results/l-seed1-rerun.json"},
+            {**run, "seed": 2, "path": "results/l-seed2.json"},
+            {**run, "options": {"init_from": "d.keras"}, "path": "results/d.json"},
+        ]
+    )
+    assert labels == [
+        "Sparse VD seed 1 (200 ep) l-seed1",
+        "Sparse VD seed 1 (200 ep) l-seed1-rerun",
+        "Sparse VD seed 2 (200 ep)",
+        "Sparse VD seed 1 (from dense, 200 ep)",
+    ]
+
+
 def test_plot_refuses_nothing_to_draw(tmp_path):
     with pytest.raises(ValueError, match="No Sparse VD"):
         pruning_plot.plot([], [], tmp_path / "x.png")
