@@ -63,6 +63,17 @@ def svd_label(report: dict) -> str:
         extra.append("structured")
     if options.get("init_from"):
         extra.append("from dense")
+    schedule = report.get("lr_schedule")
+    if schedule is not None and report.get("model") is not None:
+        from examples.train import paper_lr_schedule
+
+        paper = paper_lr_schedule(
+            report["model"],
+            report.get("variant", "svd"),
+            bool(options.get("init_from")),
+        )
+        if schedule != paper:
+            extra.append(f"{schedule} lr")
     extra.append(f"{report.get('epochs', '?')} ep")
     return f"Sparse VD seed {report.get('seed', '?')} ({', '.join(extra)})"
 

@@ -299,6 +299,14 @@ def test_svd_labels_tell_a_rerun_apart():
             {**run, "path": "results/l-seed1-rerun.json"},
             {**run, "seed": 2, "path": "results/l-seed2.json"},
             {**run, "options": {"init_from": "d.keras"}, "path": "results/d.json"},
+            {**run, "seed": 5, "model": "lenet5", "lr_schedule": "linear", "path": "p"},
+            {
+                **run,
+                "seed": 6,
+                "model": "lenet5",
+                "lr_schedule": "constant-linear",
+                "path": "c",
+            },
         ]
     )
     assert labels == [
@@ -306,6 +314,8 @@ def test_svd_labels_tell_a_rerun_apart():
         "Sparse VD seed 1 (200 ep) l-seed1-rerun",
         "Sparse VD seed 2 (200 ep)",
         "Sparse VD seed 1 (from dense, 200 ep)",
+        "Sparse VD seed 5 (200 ep)",  # the paper's schedule for LeNet-5
+        "Sparse VD seed 6 (constant-linear lr, 200 ep)",
     ]
 
 
