@@ -65,6 +65,7 @@ def svd_label(report: dict) -> str:
         extra.append("from dense")
     schedule = report.get("lr_schedule")
     if schedule is not None and report.get("model") is not None:
+        # Imported here: examples.train loads Keras, which drawing does not need.
         from examples.train import paper_lr_schedule
 
         paper = paper_lr_schedule(
