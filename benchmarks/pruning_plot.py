@@ -27,6 +27,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from examples.results_table import schedule_note
+
 NAMES = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
 NET_ORDER = ("lenet300", "lenet5")
 
@@ -63,18 +65,14 @@ def svd_label(report: dict) -> str:
         extra.append("structured")
     if options.get("init_from"):
         extra.append("from dense")
-    schedule = report.get("lr_schedule")
-    if schedule is not None and report.get("model") is not None:
-        # Imported here: examples.train loads Keras, which drawing does not need.
-        from examples.train import paper_lr_schedule
-
-        paper = paper_lr_schedule(
-            report["model"],
-            report.get("variant", "svd"),
-            bool(options.get("init_from")),
-        )
-        if schedule != paper:
-            extra.append(f"{schedule} lr")
+    # Without the net, which schedule was the paper's is unknown.
+    note = (
+        schedule_note({"variant": "svd", **report})
+        if report.get("model") is not None
+        else None
+    )
+    if note:
+        extra.append(note)
     extra.append(f"{report.get('epochs', '?')} ep")
     return f"Sparse VD seed {report.get('seed', '?')} ({', '.join(extra)})"
 

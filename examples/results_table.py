@@ -55,24 +55,31 @@ def sweep_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def recipe(report: dict) -> str:
-    """What distinguishes a run's training from the paper's, in words."""
+def schedule_note(report: dict) -> str | None:
+    """``"<schedule> lr"`` when a run's lr schedule is not the paper's, else None."""
+    # Imported here: examples.train loads Keras, which reading reports does not need.
     from examples.train import paper_lr_schedule
 
+    pretrained = bool((report.get("options") or {}).get("init_from"))
+    paper = paper_lr_schedule(report["model"], report["variant"], pretrained)
+    # Reports written before the schedule was recorded used the paper's.
+    schedule = report.get("lr_schedule", paper)
+    return None if schedule == paper else f"{schedule} lr"
+
+
+def recipe(report: dict) -> str:
+    """What distinguishes a run's training from the paper's, in words."""
     options = report.get("options", {})
-    pretrained = bool(options.get("init_from"))
     words = ["Sparse VD" if report["variant"] == "svd" else "dense"]
     if options.get("structured"):
         words.append("structured")
-    if pretrained:
+    if options.get("init_from"):
         words.append("dense start")
     if options.get("log_sigma2_init") is not None:
         words.append(f"log sigma2 init {options['log_sigma2_init']:g}")
-    # Reports written before the schedule was recorded used the paper's.
-    paper = paper_lr_schedule(report["model"], report["variant"], pretrained)
-    schedule = report.get("lr_schedule", paper)
-    if schedule != paper:
-        words.append(f"{schedule} lr")
+    note = schedule_note(report)
+    if note:
+        words.append(note)
     return ", ".join(words)
 
 
