@@ -24,10 +24,23 @@ Targets:
   sparsity taken from a Sparse VD run's JSON report (its
   ``sparsity_report``), so that both methods keep the same number of weights
   in each layer and magnitude alone decides which ones.
+* ``--units-from results/lenet300-mnist-svd-structured-seed0.json``
+  (LeNet-300-100 only): whole units, to the architecture a structured Sparse
+  VD run kept. Each Dense kernel loses whole input rows, those of the
+  smallest mean absolute weight, until it reads only as many inputs as the
+  Sparse VD run's layer kept (``inputs_kept`` in its ``sparsity_report``);
+  the weights inside the kept units stay dense. tfmot cannot do this: its
+  block sparsity fails on a block as wide as the kernel ("Input tensor must
+  be rank 2", tensorflow-model-optimization 0.8) and refuses conv kernels.
+  So a callback here (`UnitMasks`) ranks the rows and holds them at zero,
+  with tfmot's own schedule (`polynomial_sparsity`, the same window and
+  mask updates); the rest of the run is the same.
 
 The JSON report (``--out``) holds the test error (%), the compression (total
-weights / nonzero weights, kernels only, as in the Sparse VD reports), the
-sparsity of each layer, the per-epoch history, the exact command, epochs,
+weights / nonzero weights, kernels only, as in the Sparse VD reports; with
+``--units-from``, after removing the weights of units that no later layer
+reads, which changes no output), the sparsity and the inputs kept of each
+layer, the per-epoch history, the exact command, epochs,
 seed, library versions and wall time.
 
 tfmot does not import under Keras 3, so this runs on Keras 2 (``tf_keras``)
@@ -75,6 +88,9 @@ PRUNABLE_LAYERS = {
     "lenet300": ("fc1", "fc2", "fc3"),
     "lenet5": ("conv1", "conv2", "fc1", "fc2"),
 }
+# Output units of each Dense layer. Only LeNet-300-100 is all Dense; whole
+# rows of a 4-D conv kernel would be one tap of one channel, not a unit.
+DENSE_UNITS = {"lenet300": {"fc1": 300, "fc2": 100, "fc3": 10}}
 # Kernel sizes, to check that a Sparse VD report is of the same net.
 KERNEL_SIZES = {
     "lenet300": {"fc1": 784 * 300, "fc2": 300 * 100, "fc3": 100 * 10},
@@ -190,6 +206,114 @@ def per_layer_targets(report: dict | str | os.PathLike, model: str) -> dict[str,
     return {name: found[name] for name in expected_names}
 
 
+def unit_targets(report: dict | str | os.PathLike, model: str) -> dict[str, float]:
+    """Each layer's fraction of input rows to prune, from a Sparse VD report.
+
+    The fraction is ``1 - inputs_kept / inputs`` of the layer in the report's
+    ``sparsity_report``: with that fraction of its rows zero, the layer reads
+    as many inputs as the Sparse VD net does (the units of the previous
+    layer, or the pixels for the first).
+
+    Args:
+        report: the report (of ``examples.train --structured``, typically),
+            or the path of its JSON file.
+        model: the net to be pruned; only "lenet300", whose layers are all
+            Dense.
+
+    Returns:
+        Layer name -> fraction of its input rows to prune, in the net's order.
+
+    Raises:
+        ValueError: the net has convolutions, or the report is of another net
+            or does not count the inputs each layer kept.
+    """
+    if model not in DENSE_UNITS:
+        raise ValueError(
+            f"`--units-from` prunes whole rows of Dense kernels, and {model} "
+            f"has convolutions; use "
+            f"`--model lenet300`, or `--per-layer-from` for {model}."
+        )
+    if not isinstance(report, dict):
+        report = json.loads(Path(report).read_text())
+    # The same net, layer names and kernel sizes as for per-layer targets.
+    per_layer_targets(report, model)
+    layers = (report.get("sparsity_report") or {}).get("layers") or []
+    found = {}
+    for layer in layers:
+        if layer.get("inputs_kept") is None or not layer.get("inputs"):
+            raise ValueError(
+                f"Layer {layer['name']!r} of the Sparse VD report does not count "
+                "the inputs it kept (`inputs_kept`): write the report again with "
+                "today's examples.train."
+            )
+        found[layer["name"]] = 1.0 - layer["inputs_kept"] / layer["inputs"]
+    for name, value in found.items():
+        if not 0.0 <= value < 1.0:
+            raise ValueError(
+                f"Layer {name!r} keeps no input; it cannot be pruned whole."
+            )
+    return {name: found[name] for name in PRUNABLE_LAYERS[model]}
+
+
+def drop_unread_units(kernels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Dense kernels with the columns of units that the next layer never reads.
+
+    A unit whose row of the next kernel is all zero changes no output, so its
+    weights are zeroed, as compacting the net would remove them. The last
+    layer's units are the outputs, and all are read.
+
+    Args:
+        kernels: layer name -> 2-D kernel (inputs, units), in the net's order.
+
+    Returns:
+        The same kernels, copies, with those columns zero.
+    """
+    names = list(kernels)
+    out = {name: np.array(kernels[name], copy=True) for name in names}
+    for name, next_name in zip(names, names[1:]):
+        read = np.any(out[next_name] != 0, axis=1)
+        out[name][:, ~read] = 0
+    return out
+
+
+def polynomial_sparsity(step: int, final: float, window: tuple) -> float | None:
+    """tfmot's ``PolynomialDecay`` (power 3, from 0): the target at a step.
+
+    Args:
+        step: optimizer steps done.
+        final: the final sparsity.
+        window: ``(begin_step, end_step, frequency)`` of `pruning_window`.
+
+    Returns:
+        The sparsity the masks take at this step, or None where tfmot would
+        not update them (outside the window or between updates).
+    """
+    begin, end, frequency = window
+    if step < begin or step > end or (step - begin) % frequency:
+        return None
+    progress = (step - begin) / (end - begin) if end > begin else 1.0
+    return final * (1.0 - (1.0 - progress) ** 3)
+
+
+def unit_mask(kernel: np.ndarray, fraction: float) -> np.ndarray:
+    """Which rows (inputs) of a Dense kernel to keep: the largest mean |w|.
+
+    Args:
+        kernel: ``(inputs, units)``.
+        fraction: of the rows to prune, in [0, 1); rounded as tfmot rounds.
+
+    Returns:
+        Boolean ``(inputs,)``, True for a kept row.
+    """
+    rows = kernel.shape[0]
+    keep = int(round(rows * (1.0 - fraction)))
+    # Stable, so that tied rows (all zero already) go in a fixed order.
+    order = np.argsort(-np.abs(kernel).mean(axis=1), kind="stable")
+    mask = np.zeros(rows, dtype=bool)
+    mask[order[:keep]] = True
+    return mask
+
+
 def pruning_window(
     epochs: int, steps_per_epoch: int, end_fraction: float
 ) -> tuple[int, int, int]:
@@ -262,7 +386,7 @@ def load_mnist(data_dir: str | None, train_limit: int | None) -> tuple:
 
 
 def weight_report(kernels: dict[str, np.ndarray]) -> dict:
-    """Weights, nonzero weights and sparsity of each kernel, and in total.
+    """Weights, nonzero weights, sparsity and inputs read of each kernel, and in total.
 
     The layout of ``keras_sparsevd.sparsity_report(model).to_dict()``, so that
     both methods' reports read alike.
@@ -272,14 +396,22 @@ def weight_report(kernels: dict[str, np.ndarray]) -> dict:
     """
     layers = []
     for name, kernel in kernels.items():
-        size = int(np.size(kernel))
+        kernel = np.asarray(kernel)
+        size = int(kernel.size)
         kept = int(np.count_nonzero(kernel))
+        # Inputs are the kernel's second-to-last axis, Dense and Conv alike.
+        read = np.any(
+            kernel != 0,
+            axis=tuple(a for a in range(kernel.ndim) if a != kernel.ndim - 2),
+        )
         layers.append(
             {
                 "name": name,
                 "weights": size,
                 "kept": kept,
                 "sparsity": 1.0 - kept / size if size else 0.0,
+                "inputs": int(kernel.shape[-2]),
+                "inputs_kept": int(np.count_nonzero(read)),
             }
         )
     total = sum(layer["weights"] for layer in layers)
@@ -367,7 +499,13 @@ def machine() -> dict:
     return info
 
 
-def build_model(keras, tfmot, model: str, targets: dict[str, float], window: tuple):
+def build_model(
+    keras,
+    tfmot,
+    model: str,
+    targets: dict[str, float],
+    window: tuple,
+):
     """The net with each target layer wrapped by ``prune_low_magnitude``.
 
     Args:
@@ -415,6 +553,52 @@ def build_model(keras, tfmot, model: str, targets: dict[str, float], window: tup
     return keras.Sequential([keras.Input((28, 28, 1))] + body, name=model)
 
 
+def unit_masks_callback(keras, targets: dict[str, float], window: tuple):
+    """A tf_keras callback that prunes whole rows of Dense kernels by magnitude.
+
+    At each of tfmot's mask updates (`polynomial_sparsity`) the rows of each
+    kernel are ranked again (`unit_mask`); after every step the pruned rows
+    are set to zero, as tfmot's wrapper does with its masks. A resumed run
+    takes its masks from the rows that are zero in the restored kernels.
+
+    Args:
+        keras: the tf_keras module.
+        targets: layer name -> final fraction of its rows to prune.
+        window: ``(begin_step, end_step, frequency)``.
+    """
+
+    class UnitMasks(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.layers = {
+                layer.name: layer
+                for layer in self.model.layers
+                if targets.get(layer.name, 0.0) > 0.0
+            }
+            self.dtypes = {
+                name: layer.kernel.numpy().dtype for name, layer in self.layers.items()
+            }
+            resumed = int(self.model.optimizer.iterations.numpy()) > 0
+            self.masks = {
+                name: (
+                    np.any(layer.kernel.numpy() != 0, axis=1)
+                    if resumed
+                    else np.ones(layer.kernel.shape[0], dtype=bool)
+                )
+                for name, layer in self.layers.items()
+            }
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = int(self.model.optimizer.iterations.numpy())
+            for name, layer in self.layers.items():
+                fraction = polynomial_sparsity(step, targets[name], window)
+                if fraction is not None:
+                    self.masks[name] = unit_mask(layer.kernel.numpy(), fraction)
+                kept = self.masks[name].astype(self.dtypes[name])
+                layer.kernel.assign(layer.kernel * kept[:, None])
+
+    return UnitMasks()
+
+
 def kernels_of(model, names: tuple) -> dict[str, np.ndarray]:
     """The kernels of the named layers of a model without pruning wrappers."""
     by_name = {layer.name: layer for layer in model.layers}
@@ -432,6 +616,15 @@ def mask_sparsity(model) -> dict[str, float]:
     return out
 
 
+def row_sparsity(model, names) -> dict[str, float]:
+    """Fraction of each named Dense kernel's rows (inputs) that are all zero."""
+    by_name = {layer.name: layer for layer in model.layers}
+    return {
+        name: 1.0 - float(np.any(by_name[name].kernel.numpy() != 0, axis=1).mean())
+        for name in names
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.magnitude_pruning",
@@ -446,6 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-layer-from",
         metavar="SVD_JSON",
         help="take each layer's sparsity from this Sparse VD report",
+    )
+    target.add_argument(
+        "--units-from",
+        metavar="SVD_JSON",
+        help="prune whole units (kernel rows) to the inputs each layer of this "
+        "Sparse VD report kept (lenet300 only)",
     )
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=100)
@@ -484,7 +683,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_out(args: argparse.Namespace) -> Path:
-    target = f"s{args.sparsity:g}" if args.sparsity is not None else "svdlayers"
+    if args.sparsity is not None:
+        target = f"s{args.sparsity:g}"
+    else:
+        target = "svdunits" if args.units_from else "svdlayers"
     return Path(
         f"runs/magnitude/{args.model}-{target}-e{args.epochs}-seed{args.seed}.json"
     )
@@ -518,6 +720,8 @@ def main(argv: list | None = None) -> dict:
     try:
         if args.sparsity is not None:
             targets = uniform_targets(args.model, args.sparsity)
+        elif args.units_from:
+            targets = unit_targets(args.units_from, args.model)
         else:
             targets = per_layer_targets(args.per_layer_from, args.model)
     except (ValueError, OSError) as e:
@@ -539,7 +743,9 @@ def main(argv: list | None = None) -> dict:
     (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, args.train_limit)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     window = pruning_window(args.epochs, steps_per_epoch, args.prune_end)
-    model = build_model(keras, tfmot, args.model, targets, window)
+    whole_rows = bool(args.units_from)
+    # Unit pruning is UnitMasks' work, so tfmot wraps no layer then.
+    model = build_model(keras, tfmot, args.model, {} if whole_rows else targets, window)
     model.compile(
         optimizer=keras.optimizers.Adam(
             BASE_LR, beta_1=0.9, beta_2=0.999, epsilon=1e-8
@@ -556,7 +762,10 @@ def main(argv: list | None = None) -> dict:
         )
 
     class Record(keras.callbacks.Callback):
-        """Per epoch: wall time, learning rate, test error, mask sparsity."""
+        """Per epoch: wall time, learning rate, test error, mask sparsity.
+
+        With --units-from, the sparsity is of each kernel's rows (inputs).
+        """
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start = time.perf_counter()
@@ -573,7 +782,12 @@ def main(argv: list | None = None) -> dict:
                 "test_error_percent": 100.0
                 * (1.0 - logs.get("val_accuracy", math.nan)),
                 "sparsity_percent": {
-                    k: 100.0 * v for k, v in mask_sparsity(self.model).items()
+                    k: 100.0 * v
+                    for k, v in (
+                        row_sparsity(self.model, targets)
+                        if whole_rows
+                        else mask_sparsity(self.model)
+                    ).items()
                 },
             }
             rows[row["epoch"]] = row
@@ -591,7 +805,9 @@ def main(argv: list | None = None) -> dict:
         callbacks=[
             # First, so that the restored state is in place before the others.
             keras.callbacks.BackupAndRestore(str(backup_dir)),
-            tfmot.sparsity.keras.UpdatePruningStep(),
+            unit_masks_callback(keras, targets, window)
+            if whole_rows
+            else tfmot.sparsity.keras.UpdatePruningStep(),
             keras.callbacks.LearningRateScheduler(
                 lr_schedule(args.model, BASE_LR, args.epochs)
             ),
@@ -607,11 +823,25 @@ def main(argv: list | None = None) -> dict:
     logits = stripped.predict(x_test, batch_size=1000, verbose=0)
     test_error = 100.0 * float(np.mean(np.argmax(logits, -1) != y_test))
     names = PRUNABLE_LAYERS[args.model]
-    sparsity = weight_report(kernels_of(stripped, names))
+    kernels = kernels_of(stripped, names)
+    as_masked = weight_report(kernels)
+    if whole_rows:
+        # The masks empty whole rows; the columns of the units those rows
+        # belonged to are dead weight that no output depends on.
+        sparsity = weight_report(drop_unread_units(kernels))
+        achieved = {
+            layer["name"]: 100.0 * (1.0 - layer["inputs_kept"] / layer["inputs"])
+            for layer in as_masked["layers"]
+        }
+    else:
+        sparsity = as_masked
+        achieved = {
+            layer["name"]: 100.0 * layer["sparsity"] for layer in as_masked["layers"]
+        }
     per_layer = {
         layer["name"]: 100.0 * layer["sparsity"] for layer in sparsity["layers"]
     }
-    gap = max(abs(per_layer[name] - 100.0 * targets[name]) for name in names)
+    gap = max(abs(achieved[name] - 100.0 * targets[name]) for name in names)
     seconds = [row["seconds"] for row in history]
     report = {
         "benchmark": "magnitude_pruning",
@@ -619,9 +849,18 @@ def main(argv: list | None = None) -> dict:
         "model": args.model,
         "dataset": "mnist",
         # No "variant" key: examples.results_table would list the run as dense.
-        "mode": "uniform" if args.sparsity is not None else "per_layer",
+        "mode": (
+            "uniform"
+            if args.sparsity is not None
+            else "units"
+            if whole_rows
+            else "per_layer"
+        ),
         "per_layer_from": args.per_layer_from,
+        "units_from": args.units_from,
         "target_sparsity_percent": {k: 100.0 * v for k, v in targets.items()},
+        # With --units-from the targets are of each kernel's rows (its inputs).
+        "target_of": "input rows" if whole_rows else "weights",
         "epochs": args.epochs,
         "seed": args.seed,
         "batch_size": args.batch_size,
@@ -647,6 +886,14 @@ def main(argv: list | None = None) -> dict:
         "per_layer_sparsity": per_layer,
         "max_gap_to_target_points": gap,
         "sparsity_report": sparsity,
+        # Before the unread units' weights were removed (--units-from only).
+        "compression_as_masked": as_masked["compression"],
+        "units_kept": (
+            [layer["inputs_kept"] for layer in sparsity["layers"]]
+            + [DENSE_UNITS[args.model][names[-1]]]
+            if whole_rows
+            else None
+        ),
         "seconds_per_epoch": float(np.median(seconds)) if seconds else None,
         "wall_seconds": wall,
         # Over all processes of a resumed run; wall_seconds is this one's.
@@ -670,6 +917,8 @@ def main(argv: list | None = None) -> dict:
         f"sparsity per layer %: {layers_text}  (max gap to target "
         f"{gap:.2f} points)\nreport: {out}"
     )
+    if whole_rows:
+        print(f"units kept: {'-'.join(str(u) for u in report['units_kept'])}")
     if gap > 1.0:
         print(
             "warning: a layer's sparsity is more than 1 point from its target "

@@ -10,8 +10,9 @@ Reads JSON reports of two kinds, told apart by their keys:
   log alpha thresholds 0 to 5) is drawn as a line per report (per seed);
   the report's own threshold (3, the paper's) is circled.
 * Magnitude pruning runs of ``benchmarks.magnitude_pruning``
-  (``"method": "magnitude_pruning"``): one marker each, circles for a uniform
-  sparsity, stars for Sparse VD's per-layer sparsity.
+  (``"method": "magnitude_pruning"``): one black marker each, squares for a
+  uniform sparsity, stars for Sparse VD's per-layer sparsity, diamonds for
+  whole units pruned to a structured Sparse VD run's architecture.
 
 One panel per net, compression on a log axis. Also prints a markdown table of
 every report (``--table`` writes it to a file too). Runs under the main
@@ -31,6 +32,8 @@ from examples.results_table import schedule_note
 
 NAMES = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
 NET_ORDER = ("lenet300", "lenet5")
+# Marker and size of a magnitude pruning report, by its mode.
+MAGNITUDE_MARKERS = {"uniform": ("s", 7), "per_layer": ("*", 13), "units": ("D", 8)}
 
 
 def read_reports(paths: list) -> tuple[list[dict], list[dict]]:
@@ -93,6 +96,8 @@ def magnitude_label(report: dict) -> str:
     """Legend text of a magnitude pruning mode."""
     if report.get("mode") == "per_layer":
         return "magnitude, Sparse VD's per-layer sparsity"
+    if report.get("mode") == "units":
+        return "magnitude, whole units, structured Sparse VD's architecture"
     return "magnitude, uniform sparsity"
 
 
@@ -107,6 +112,10 @@ def setting(report: dict) -> str:
     if report.get("mode") == "per_layer":
         source = report.get("per_layer_from") or "Sparse VD"
         return f"per layer from {Path(source).name}{short_run(report)}"
+    if report.get("mode") == "units":
+        units = "-".join(str(u) for u in report.get("units_kept") or [])
+        source = Path(report.get("units_from") or "Sparse VD").name
+        return f"units {units} from {source}{short_run(report)}"
     targets = list((report.get("target_sparsity_percent") or {}).values())
     text = f"uniform {targets[0]:g}%" if targets else "uniform"
     return text + short_run(report)
@@ -227,18 +236,18 @@ def plot(svd: list[dict], magnitude: list[dict], out: str | os.PathLike) -> Path
             (r for r in magnitude if r["model"] == net), key=lambda r: r["compression"]
         ):
             label = magnitude_label(report)
-            per_layer = report.get("mode") == "per_layer"
+            marker, size = MAGNITUDE_MARKERS.get(report.get("mode"), ("s", 7))
             ax.plot(
                 report["compression"],
                 report["test_error_percent"],
+                marker,
+                markersize=size,
                 # Black, so that no Sparse VD curve from the colour cycle matches.
-                "*" if per_layer else "s",
-                markersize=13 if per_layer else 7,
                 color="black",
                 label=None if label in labelled else label,
             )
             labelled.add(label)
-            if not per_layer:
+            if report.get("mode") == "uniform":
                 ax.annotate(
                     setting(report).replace("uniform ", ""),
                     (report["compression"], report["test_error_percent"]),

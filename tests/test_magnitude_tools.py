@@ -3,7 +3,7 @@
 benchmarks/magnitude_pruning.py trains in its own environment (tf_keras and
 tfmot, .venv-peers); what it shares with the examples, and everything that
 decides what it prunes, is plain Python checked here: the learning-rate
-schedule, the preprocessing, the per-layer targets read from Sparse VD
+schedule, the preprocessing, the per-layer and per-unit targets read from Sparse VD
 reports, the pruning window, the weight counts, the refusal under Keras 3,
 and the picture and table of benchmarks/pruning_plot.py.
 """
@@ -25,6 +25,7 @@ SVD_REPORTS = {
     "lenet300": ROOT / "results" / "lenet300-mnist-svd-seed0.json",
     "lenet5": ROOT / "results" / "lenet5-mnist-svd-seed0.json",
 }
+STRUCTURED_REPORT = ROOT / "results" / "lenet300-mnist-svd-structured-seed0.json"
 
 
 @pytest.mark.parametrize("model", ["lenet300", "lenet5"])
@@ -156,9 +157,129 @@ def test_weight_report_counts_kernels_only():
     }
     report = mp.weight_report(kernels)
     assert [layer["kept"] for layer in report["layers"]] == [1, 6]
+    assert [layer["inputs_kept"] for layer in report["layers"]] == [1, 2]
     assert report["layers"][0]["sparsity"] == 0.75
     assert report["total_weights"] == 10 and report["total_kept"] == 7
     assert report["compression"] == pytest.approx(10 / 7)
+
+
+def test_weight_report_counts_the_input_channels_a_conv_kernel_reads():
+    kernel = np.zeros((5, 5, 4, 3))
+    kernel[2, 2, 1, 0] = 1.0
+    kernel[0, 4, 3, 2] = -1.0
+    (layer,) = mp.weight_report({"conv": kernel})["layers"]
+    assert (layer["inputs"], layer["inputs_kept"], layer["kept"]) == (4, 2, 2)
+
+
+def test_unit_targets_read_the_inputs_each_layer_kept():
+    report = json.loads(STRUCTURED_REPORT.read_text())
+    kept = {
+        layer["name"]: layer["inputs_kept"]
+        for layer in report["sparsity_report"]["layers"]
+    }
+    targets = mp.unit_targets(STRUCTURED_REPORT, "lenet300")
+    assert list(targets) == ["fc1", "fc2", "fc3"]
+    assert targets["fc1"] == pytest.approx(1 - kept["fc1"] / 784)
+    assert targets["fc2"] == pytest.approx(1 - kept["fc2"] / 300)
+    assert targets["fc3"] == pytest.approx(1 - kept["fc3"] / 100)
+
+
+def test_unit_targets_refuse_convolutions_and_reports_without_counts(tmp_path):
+    with pytest.raises(ValueError, match="--per-layer-from"):
+        mp.unit_targets(STRUCTURED_REPORT, "lenet5")
+    with pytest.raises(ValueError, match="not 'lenet300'"):
+        mp.unit_targets(SVD_REPORTS["lenet5"], "lenet300")
+    report = json.loads(STRUCTURED_REPORT.read_text())
+    for layer in report["sparsity_report"]["layers"]:
+        del layer["inputs_kept"]
+    with pytest.raises(ValueError, match="inputs_kept"):
+        mp.unit_targets(report, "lenet300")
+
+
+def test_polynomial_sparsity_is_tfmots_schedule():
+    window = (0, 1000, 100)
+    assert mp.polynomial_sparsity(0, 0.8, window) == 0.0
+    # tfmot's PolynomialDecay, power 3: final * (1 - (1 - progress) ** 3).
+    assert mp.polynomial_sparsity(500, 0.8, window) == pytest.approx(0.8 * 0.875)
+    assert mp.polynomial_sparsity(1000, 0.8, window) == pytest.approx(0.8)
+    # No update between two of them, nor after the window.
+    assert mp.polynomial_sparsity(550, 0.8, window) is None
+    assert mp.polynomial_sparsity(1100, 0.8, window) is None
+
+
+def test_unit_mask_keeps_the_rows_of_largest_mean_magnitude():
+    kernel = np.array([[0.1, -0.1], [-3.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    assert mp.unit_mask(kernel, 0.5).tolist() == [False, True, True, False]
+    assert mp.unit_mask(kernel, 0.0).all()
+    assert mp.unit_mask(kernel, 0.74).tolist() == [False, True, False, False]
+
+
+def test_drop_unread_units_changes_no_output():
+    rng = np.random.default_rng(0)
+    kernels = {
+        "fc1": rng.normal(size=(6, 5)),
+        "fc2": rng.normal(size=(5, 4)),
+        "fc3": rng.normal(size=(4, 3)),
+    }
+    kernels["fc2"][[1, 3]] = 0.0  # fc1's units 1 and 3 are read by no one
+    kernels["fc3"][2] = 0.0
+    biases = [rng.normal(size=5), rng.normal(size=4), rng.normal(size=3)]
+    x = rng.normal(size=(7, 6))
+
+    def forward(ks):
+        h = x
+        for i, (k, b) in enumerate(zip(ks.values(), biases)):
+            h = h @ k + b
+            h = np.maximum(h, 0) if i < 2 else h
+        return h
+
+    dropped = mp.drop_unread_units(kernels)
+    np.testing.assert_allclose(forward(dropped), forward(kernels))
+    assert not dropped["fc1"][:, [1, 3]].any() and dropped["fc1"][:, 0].all()
+    assert not dropped["fc2"][:, 2].any()
+    np.testing.assert_array_equal(dropped["fc3"], kernels["fc3"])
+    assert kernels["fc1"][:, 1].all()  # the input is not changed
+
+
+def test_unit_masks_callback_prunes_whole_rows_while_training():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the benchmark's callback runs on tf_keras; checked on TensorFlow")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(8, activation="relu", name="fc1"),
+            keras.layers.Dense(3, name="fc2"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    x = np.random.default_rng(0).normal(size=(64, 12)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(64, 3)).astype("float32")
+    targets = {"fc1": 0.75, "fc2": 0.5}
+    window = (0, 12, 2)
+    callback = mp.unit_masks_callback(keras, targets, window)
+    model.fit(x, y, batch_size=8, epochs=2, callbacks=[callback], verbose=0)
+
+    def zero_rows(name):
+        return int((~np.any(model.get_layer(name).kernel.numpy() != 0, axis=1)).sum())
+
+    assert (zero_rows("fc1"), zero_rows("fc2")) == (9, 4)
+    # The rows stay pruned while training goes on past the window, and a new
+    # callback (a resumed run) takes its masks from the zero rows.
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=1,
+        callbacks=[mp.unit_masks_callback(keras, targets, window)],
+        verbose=0,
+    )
+    assert (zero_rows("fc1"), zero_rows("fc2")) == (9, 4)
+    # Without the callback, Adam brings the pruned rows back.
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert zero_rows("fc1") < 9
 
 
 def test_resume_state_reads_the_last_row_of_each_epoch(tmp_path):
@@ -230,6 +351,8 @@ def _magnitude(model, mode, sparsity, error, train_examples=60000):
         "model": model,
         "mode": mode,
         "per_layer_from": "results/x-svd-seed0.json" if mode == "per_layer" else None,
+        "units_from": "results/s-svd.json" if mode == "units" else None,
+        "units_kept": [321, 83, 51, 10] if mode == "units" else None,
         "target_sparsity_percent": {"fc1": 100.0 * sparsity},
         "seed": 0,
         "epochs": 200,
@@ -257,6 +380,7 @@ def test_plot_draws_one_panel_per_net_and_a_table(tmp_path):
         _write(tmp_path, "m1.json", _magnitude("lenet300", "uniform", 0.99, 2.5)),
         _write(tmp_path, "m2.json", _magnitude("lenet300", "per_layer", 0.99, 2.1)),
         _write(tmp_path, "m3.json", _magnitude("lenet5", "uniform", 0.996, 3.0, 2000)),
+        _write(tmp_path, "m4.json", _magnitude("lenet300", "units", 0.88, 1.9)),
         # A dense baseline's report is neither kind: skipped.
         _write(tmp_path, "dense.json", {"model": "lenet300", "variant": "dense"}),
     ]
@@ -275,10 +399,11 @@ def test_plot_draws_one_panel_per_net_and_a_table(tmp_path):
     assert two_panels.shape[1] == pytest.approx(2 * one_panel.shape[1], rel=0.01)
 
     table = table_path.read_text().splitlines()
-    assert len(table) == 2 + 6  # header and rule, 3 Sparse VD, 3 magnitude
+    assert len(table) == 2 + 7  # header and rule, 3 Sparse VD, 4 magnitude
     assert table[2].startswith("| LeNet-300-100 | Sparse VD |")
     assert table[-1].startswith("| LeNet-5-Caffe | magnitude | uniform 99.6% (2,000")
     assert any("per layer from x-svd-seed0.json" in line for line in table)
+    assert any("units 321-83-51-10 from s-svd.json" in line for line in table)
 
 
 def test_read_reports_sorts_kinds():
