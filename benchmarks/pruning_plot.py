@@ -121,6 +121,15 @@ def setting(report: dict) -> str:
     return text + short_run(report)
 
 
+def curve_style(index: int) -> tuple[str, str]:
+    """Colour and line style of the index-th Sparse VD curve of a panel.
+
+    The colour cycle has ten colours; past them the line is dashed, so that
+    no two curves of a panel look the same.
+    """
+    return f"C{index % 10}", ("-", "--", ":", "-.")[(index // 10) % 4]
+
+
 def tick_label(low: float, high: float) -> Callable[[float, object], str]:
     """Log-axis tick labels as plain numbers (9, not 9 x 10^0).
 
@@ -211,11 +220,11 @@ def plot(svd: list[dict], magnitude: list[dict], out: str | os.PathLike) -> Path
         runs = sorted((r for r in svd if r["model"] == net), key=lambda r: r["path"])
         for i, (report, label) in enumerate(zip(runs, svd_labels(runs))):
             sweep = sorted(report["threshold_sweep"], key=lambda p: p["compression"])
-            color = f"C{i}"
+            color, linestyle = curve_style(i)
             ax.plot(
                 [p["compression"] for p in sweep],
                 [p["test_error_percent"] for p in sweep],
-                "-",
+                linestyle=linestyle,
                 marker=".",
                 color=color,
                 label=label,

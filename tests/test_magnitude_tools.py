@@ -444,6 +444,12 @@ def test_svd_labels_tell_a_rerun_apart():
     ]
 
 
+def test_curves_past_the_colour_cycle_look_different():
+    styles = [pruning_plot.curve_style(i) for i in range(25)]
+    assert len(set(styles)) == 25
+    assert styles[0] == ("C0", "-") and styles[10] == ("C0", "--")
+
+
 def test_plot_refuses_nothing_to_draw(tmp_path):
     with pytest.raises(ValueError, match="No Sparse VD"):
         pruning_plot.plot([], [], tmp_path / "x.png")
