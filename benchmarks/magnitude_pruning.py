@@ -88,9 +88,9 @@ PRUNABLE_LAYERS = {
     "lenet300": ("fc1", "fc2", "fc3"),
     "lenet5": ("conv1", "conv2", "fc1", "fc2"),
 }
-# Output units of each Dense layer. Only LeNet-300-100 is all Dense; whole
-# rows of a 4-D conv kernel would be one tap of one channel, not a unit.
-DENSE_UNITS = {"lenet300": {"fc1": 300, "fc2": 100, "fc3": 10}}
+# The nets whose prunable layers are all Dense. A row of a 4-D conv kernel
+# would be one tap of one channel, not a unit.
+ALL_DENSE = ("lenet300",)
 # Kernel sizes, to check that a Sparse VD report is of the same net.
 KERNEL_SIZES = {
     "lenet300": {"fc1": 784 * 300, "fc2": 300 * 100, "fc3": 100 * 10},
@@ -227,7 +227,7 @@ def unit_targets(report: dict | str | os.PathLike, model: str) -> dict[str, floa
         ValueError: the net has convolutions, or the report is of another net
             or does not count the inputs each layer kept.
     """
-    if model not in DENSE_UNITS:
+    if model not in ALL_DENSE:
         raise ValueError(
             f"`--units-from` prunes whole rows of Dense kernels, and {model} "
             f"has convolutions; use "
@@ -255,6 +255,20 @@ def unit_targets(report: dict | str | os.PathLike, model: str) -> dict[str, floa
     return {name: found[name] for name in PRUNABLE_LAYERS[model]}
 
 
+def inputs_read(kernel) -> np.ndarray:
+    """Which inputs a kernel reads: its second-to-last axis, Dense and Conv alike.
+
+    Args:
+        kernel: ``(inputs, units)`` or ``(..., in_channels, filters)``.
+
+    Returns:
+        Boolean, one per input, True where any weight of that input is nonzero.
+    """
+    kernel = np.asarray(kernel)
+    others = tuple(a for a in range(kernel.ndim) if a != kernel.ndim - 2)
+    return np.any(kernel != 0, axis=others)
+
+
 def drop_unread_units(kernels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Dense kernels with the columns of units that the next layer never reads.
 
@@ -271,8 +285,7 @@ def drop_unread_units(kernels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     names = list(kernels)
     out = {name: np.array(kernels[name], copy=True) for name in names}
     for name, next_name in zip(names, names[1:]):
-        read = np.any(out[next_name] != 0, axis=1)
-        out[name][:, ~read] = 0
+        out[name][:, ~inputs_read(out[next_name])] = 0
     return out
 
 
@@ -399,11 +412,6 @@ def weight_report(kernels: dict[str, np.ndarray]) -> dict:
         kernel = np.asarray(kernel)
         size = int(kernel.size)
         kept = int(np.count_nonzero(kernel))
-        # Inputs are the kernel's second-to-last axis, Dense and Conv alike.
-        read = np.any(
-            kernel != 0,
-            axis=tuple(a for a in range(kernel.ndim) if a != kernel.ndim - 2),
-        )
         layers.append(
             {
                 "name": name,
@@ -411,7 +419,7 @@ def weight_report(kernels: dict[str, np.ndarray]) -> dict:
                 "kept": kept,
                 "sparsity": 1.0 - kept / size if size else 0.0,
                 "inputs": int(kernel.shape[-2]),
-                "inputs_kept": int(np.count_nonzero(read)),
+                "inputs_kept": int(np.count_nonzero(inputs_read(kernel))),
             }
         )
     total = sum(layer["weights"] for layer in layers)
@@ -499,13 +507,7 @@ def machine() -> dict:
     return info
 
 
-def build_model(
-    keras,
-    tfmot,
-    model: str,
-    targets: dict[str, float],
-    window: tuple,
-):
+def build_model(keras, tfmot, model: str, targets: dict[str, float], window: tuple):
     """The net with each target layer wrapped by ``prune_low_magnitude``.
 
     Args:
@@ -580,7 +582,7 @@ def unit_masks_callback(keras, targets: dict[str, float], window: tuple):
             resumed = int(self.model.optimizer.iterations.numpy()) > 0
             self.masks = {
                 name: (
-                    np.any(layer.kernel.numpy() != 0, axis=1)
+                    inputs_read(layer.kernel.numpy())
                     if resumed
                     else np.ones(layer.kernel.shape[0], dtype=bool)
                 )
@@ -620,7 +622,7 @@ def row_sparsity(model, names) -> dict[str, float]:
     """Fraction of each named Dense kernel's rows (inputs) that are all zero."""
     by_name = {layer.name: layer for layer in model.layers}
     return {
-        name: 1.0 - float(np.any(by_name[name].kernel.numpy() != 0, axis=1).mean())
+        name: 1.0 - float(inputs_read(by_name[name].kernel.numpy()).mean())
         for name in names
     }
 
@@ -719,10 +721,11 @@ def main(argv: list | None = None) -> dict:
     # Targets are checked before TensorFlow starts: a bad report fails fast.
     try:
         if args.sparsity is not None:
-            targets = uniform_targets(args.model, args.sparsity)
+            mode, targets = "uniform", uniform_targets(args.model, args.sparsity)
         elif args.units_from:
-            targets = unit_targets(args.units_from, args.model)
+            mode, targets = "units", unit_targets(args.units_from, args.model)
         else:
+            mode = "per_layer"
             targets = per_layer_targets(args.per_layer_from, args.model)
     except (ValueError, OSError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -743,7 +746,7 @@ def main(argv: list | None = None) -> dict:
     (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, args.train_limit)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     window = pruning_window(args.epochs, steps_per_epoch, args.prune_end)
-    whole_rows = bool(args.units_from)
+    whole_rows = mode == "units"
     # Unit pruning is UnitMasks' work, so tfmot wraps no layer then.
     model = build_model(keras, tfmot, args.model, {} if whole_rows else targets, window)
     model.compile(
@@ -849,13 +852,7 @@ def main(argv: list | None = None) -> dict:
         "model": args.model,
         "dataset": "mnist",
         # No "variant" key: examples.results_table would list the run as dense.
-        "mode": (
-            "uniform"
-            if args.sparsity is not None
-            else "units"
-            if whole_rows
-            else "per_layer"
-        ),
+        "mode": mode,
         "per_layer_from": args.per_layer_from,
         "units_from": args.units_from,
         "target_sparsity_percent": {k: 100.0 * v for k, v in targets.items()},
@@ -890,7 +887,7 @@ def main(argv: list | None = None) -> dict:
         "compression_as_masked": as_masked["compression"],
         "units_kept": (
             [layer["inputs_kept"] for layer in sparsity["layers"]]
-            + [DENSE_UNITS[args.model][names[-1]]]
+            + [kernels[names[-1]].shape[-1]]
             if whole_rows
             else None
         ),
