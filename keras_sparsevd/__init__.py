@@ -1,6 +1,8 @@
 """keras_sparsevd: Sparse Variational Dropout (Molchanov et al., 2017) for Keras 3."""
 
 from keras_sparsevd.callbacks import KLScheduler, SparsityLogger
+from keras_sparsevd.convert.saving import load_model
+from keras_sparsevd.convert.sparsify import sparsify
 from keras_sparsevd.export import (
     SelectFeatures,
     SizeEntry,
@@ -42,9 +44,8 @@ from keras_sparsevd.model_helpers import (
     set_kl_weight,
     svd_layers,
 )
-from keras_sparsevd.registry import register_layer_pair
+from keras_sparsevd.registry import counterpart_of, register_layer_pair
 from keras_sparsevd.report import LayerSparsity, SparsityReport, sparsity_report
-from keras_sparsevd.sparsify import sparsify
 
 __version__ = "0.2.0"
 
@@ -79,9 +80,11 @@ __all__ = [
     "SparsityReport",
     "TFLiteNotSupportedError",
     "compact_model",
+    "counterpart_of",
     "export_tflite",
     "get_kl_weight",
     "kl_divergence",
+    "load_model",
     "load_sparse",
     "register_layer_pair",
     "save_sparse",

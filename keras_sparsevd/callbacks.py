@@ -178,6 +178,8 @@ class SparsityLogger(keras.callbacks.Callback):
         logs["sparsity"] = report.sparsity
         logs["compression"] = report.compression
         for layer in report.layers:
+            if not layer.sparse:
+                continue
             logs[f"sparsity/{layer.name}"] = layer.sparsity
             if layer.inputs is not None:
                 logs[f"inputs_kept/{layer.name}"] = layer.inputs_kept

@@ -7,6 +7,8 @@ import math
 import keras
 import numpy as np
 
+from keras_sparsevd import _keras_compat as compat
+from keras_sparsevd.convert import tree
 from keras_sparsevd.layers.base import SparseVDLayer
 
 
@@ -42,7 +44,8 @@ def layer_widths(model: keras.layers.Layer) -> dict:
         widths of a model and of its compacted copy can be compared.
     """
     widths = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for node in tree.walk(model):
+        layer = node.layer
         width = getattr(layer, "units", None) or getattr(layer, "filters", None)
         if isinstance(width, int):
             widths[layer.name] = width
@@ -52,7 +55,7 @@ def layer_widths(model: keras.layers.Layer) -> dict:
 def _walk(layer: keras.layers.Layer):
     # Depth first in the order the layers were added (Keras'
     # `_flatten_layers` reverses siblings).
-    for child in layer._layers:
+    for child in compat.sublayers(layer):
         yield child
         yield from _walk(child)
 

@@ -98,7 +98,7 @@ def run() -> dict:
     )
     assert np.all(np.isfinite(history.history["loss"]))
     assert "sparsity/attention/query" in history.history, sorted(history.history)
-    assert "sparsity/head_out" in history.history
+    assert "sparsity/head/head_out" in history.history
     assert ksvd.get_kl_weight(sparse) == 1 / len(y)
     report = ksvd.sparsity_report(sparse)
     names = [row.name for row in report.layers]
@@ -113,8 +113,8 @@ def run() -> dict:
             "attention/value",
             "attention/attention_output",
             "proj",
-            "head_dense",
-            "head_out",
+            "head/head_dense",
+            "head/head_out",
         ]
     ), names
     projections = [name for name in names if name.startswith("attention/")]

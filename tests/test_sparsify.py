@@ -108,7 +108,7 @@ def test_selection_errors_name_the_layer():
         ksvd.sparsify(model, ["drop"])
     with pytest.raises(ValueError, match="picked layer 'drop'"):
         ksvd.sparsify(model, lambda layer: True)
-    with pytest.raises(ValueError, match="layer names"):
+    with pytest.raises(ValueError, match="layer names or paths"):
         ksvd.sparsify(model, [3])
     with pytest.raises(ValueError, match="no layer to convert"):
         ksvd.sparsify(keras.Sequential([keras.Input((3,)), keras.layers.ReLU()]))
@@ -128,25 +128,58 @@ def test_subclass_of_a_keras_layer_is_never_taken_for_its_base():
         ksvd.sparsify(model, ["mine"])
 
 
-def test_subclassed_models_are_refused_whole():
+def test_subclassed_models_and_nested_ones_are_converted_too():
     class Net(keras.Model):
-        def __init__(self):
-            super().__init__()
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
             self.fc = keras.layers.Dense(2)
 
         def call(self, x):
             return self.fc(x)
 
     net = Net()
-    net(np.zeros((1, 3), "float32"))
-    with pytest.raises(ValueError, match="subclassed model.*Sparse VD layers"):
-        ksvd.sparsify(net)
+    x = np.ones((2, 3), "float32")
+    expected = net(x)
+    sparse = ksvd.sparsify(net, log_sigma2_initializer=-30.0, verbose=False)
+    assert type(sparse) is Net and type(sparse.fc) is ksvd.DenseSVD
+    assert type(net.fc) is keras.layers.Dense  # the input model is untouched
+    np.testing.assert_allclose(sparse(x), expected, atol=1e-6)
     inputs = keras.Input((3,))
-    outer = keras.Model(inputs, keras.layers.Dense(2)(net(inputs)))
-    with pytest.raises(ValueError, match="Nested model.*half a conversion"):
-        ksvd.sparsify(outer)
+    outer = keras.Model(inputs, keras.layers.Dense(2, name="top")(net(inputs)))
+    sparse_outer = ksvd.sparsify(outer, verbose=False)
+    assert len(ksvd.svd_layers(sparse_outer)) == 2
     with pytest.raises(ValueError, match="must be a Keras model"):
         ksvd.sparsify(keras.layers.Dense(3))
+
+
+def test_inplace_converts_the_model_itself_and_refuses_non_bools():
+    model = _mlp()
+    same = ksvd.sparsify(model, inplace=True, verbose=False)
+    assert same is model and type(model.get_layer("fc1")) is ksvd.DenseSVD
+    stripped = ksvd.strip_sparsevd(model, inplace=True)
+    assert stripped is model and type(model.get_layer("fc1")) is keras.layers.Dense
+    with pytest.raises(TypeError, match="`inplace` must be True or False"):
+        ksvd.sparsify(_mlp(), inplace="yes")
+    with pytest.raises(TypeError, match="`structured` must be True or False"):
+        ksvd.sparsify(_mlp(), structured="no")
+
+
+def test_a_model_keras_cannot_copy_names_inplace():
+    class Unbuildable(keras.layers.Layer):
+        def __init__(self, units, helper, **kwargs):  # helper: not serializable
+            super().__init__(**kwargs)
+            self.helper = helper
+            self.inner = keras.layers.Dense(units)
+
+        def call(self, x):
+            return self.inner(x)
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, Unbuildable(2, object())(inputs))
+    with pytest.raises(ValueError, match="inplace=True"):
+        ksvd.sparsify(model, verbose=False)
+    sparse = ksvd.sparsify(model, inplace=True, verbose=False)
+    assert len(ksvd.svd_layers(sparse)) == 1
 
 
 def test_strip_refuses_a_subclass_of_a_sparse_layer(tmp_path):
@@ -215,6 +248,44 @@ def test_register_layer_pair_hook():
         ksvd.register_layer_pair(ScaledDense, ksvd.DenseSVD)
     with pytest.raises(ValueError, match="must subclass"):
         ksvd.register_layer_pair(keras.layers.ReLU, keras.layers.ReLU)
+
+
+def test_counterpart_of_is_the_one_declaration_of_a_pair(tmp_path):
+    @keras.saving.register_keras_serializable(package="test_pairs")
+    class Scale(keras.layers.Layer):
+        """A user's own layer: x @ kernel, no bias."""
+
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+
+        def build(self, input_shape):
+            self.kernel = self.add_weight(
+                name="kernel", shape=(input_shape[-1], self.units)
+            )
+
+        def call(self, x):
+            return keras.ops.matmul(x, self.kernel)
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.units}
+
+    @ksvd.counterpart_of(Scale, package="test_pairs")
+    class ScaleSVD(ksvd.SparseVDLayer, Scale):
+        def _apply_kernel(self, inputs, kernel):
+            return keras.ops.matmul(inputs, kernel)
+
+    model = keras.Sequential([keras.Input((4,)), Scale(3, name="s")])
+    x = np.random.default_rng(0).random((5, 4)).astype("float32")
+    sparse = ksvd.sparsify(model, log_sigma2_initializer=-30.0, verbose=False)
+    assert type(sparse.layers[0]) is ScaleSVD
+    np.testing.assert_allclose(
+        sparse.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+    sparse.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert type(loaded.layers[0]) is ScaleSVD
+    assert type(ksvd.strip_sparsevd(sparse).layers[0]) is Scale
 
 
 def test_compact_and_sparse_file_accept_the_new_layer_types(tmp_path):

@@ -41,6 +41,7 @@ import zipfile
 import keras
 import numpy as np
 
+from keras_sparsevd.convert import tree
 from keras_sparsevd.export.select import SelectFeatures
 from keras_sparsevd.export.sizes import (
     DENSE_LABEL,
@@ -234,7 +235,7 @@ def _compaction_summary(model: keras.Model, compact: keras.Model) -> str:
     for name, width in after.items():
         if name in before:
             lines.append(f"  {name}: {before[name]} -> {width}")
-    for layer in compact._flatten_layers(include_self=False, recursive=True):
+    for layer in (node.layer for node in tree.walk(compact)):
         if isinstance(layer, SelectFeatures):
             read = len(layer.indices)
             lines.append(

@@ -1,18 +1,21 @@
-"""What rebuilding a model layer by layer needs, for strip and compaction."""
+"""What rebuilding a graph model layer by layer needs, for compaction.
+
+Compaction changes layers' shapes, so it rebuilds the model's graph;
+`strip_sparsevd` and `sparsify` convert layers in place (`keras_sparsevd.convert`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import keras
 
+from keras_sparsevd import _keras_compat as compat
+
 
 def is_graph_model(model: Any) -> bool:
     """Whether `model` is a Sequential or functional model (not subclassed)."""
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
+    return compat.is_functional(model)
 
 
 def check_graph_model(model: Any, action: str) -> None:
@@ -72,50 +75,3 @@ def uncompiled(model: keras.Model) -> keras.Model:
             trainable=model.trainable,
         )
     return keras.Model(model.inputs, model.outputs, name=model.name)
-
-
-def rebuild(
-    model: keras.Model,
-    replacement: Callable[[keras.layers.Layer], keras.layers.Layer | None],
-    copy_weights: Callable[[keras.layers.Layer, keras.layers.Layer], None],
-) -> keras.Model:
-    """A new, uncompiled model of the same topology, layer by layer.
-
-    Nested Sequential and functional models are rebuilt too. Each layer is
-    re-created by ``replacement(layer)``, or from its own config where that
-    returns None (and then gets a copy of its weights); a replaced layer's
-    weights are filled by ``copy_weights(old, new)`` once it is built.
-
-    Args:
-        model: a built Sequential or functional model.
-        replacement: the new layer for an old one, unbuilt, or None.
-        copy_weights: fills a replaced layer's weights from the old one.
-
-    Returns:
-        The new model; `model` is not modified.
-    """
-    pairs: list = []
-
-    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        new = replacement(layer)
-        replaced = new is not None
-        if not replaced:
-            new = clone_from_config(layer)
-        pairs.append((layer, new, replaced))
-        return new
-
-    rebuilt = uncompiled(
-        keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    )
-    for old, new, replaced in pairs:
-        if not new.built:
-            raise ValueError(
-                f"Layer {new.name!r} of the new model was not built while "
-                "re-creating the model, so its weights cannot be copied. Give "
-                "the model a `keras.Input` with a full shape."
-            )
-        if replaced:
-            copy_weights(old, new)
-        else:
-            new.set_weights(old.get_weights())
-    return rebuilt

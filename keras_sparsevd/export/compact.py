@@ -16,6 +16,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_sparsevd import _keras_compat as compat
+from keras_sparsevd.convert import tree
 from keras_sparsevd.export.cloning import (
     check_graph_model,
     clone_from_config,
@@ -219,7 +221,7 @@ def _chain(model: keras.Model) -> list:
     layers = []
     # Keras has no public graph API; Functional keeps its nodes by depth
     # (0 = outputs), which is what `clone_model` walks as well.
-    by_depth = model._nodes_by_depth
+    by_depth = compat.nodes_by_depth(model)
     for depth in sorted(by_depth, reverse=True):
         if problem:
             break
@@ -554,7 +556,7 @@ def _clone_with_selects(
         # A built Sequential model has an input, whether or not it was
         # given as an InputLayer.
         spec = model.inputs[0]
-        first = model._layers[0]
+        first = compat.sublayers(model)[0]
         given = isinstance(first, keras.layers.InputLayer)
         inputs = keras.Input(
             batch_shape=spec.shape,
@@ -589,9 +591,7 @@ def _clone_with_selects(
 
 def _free_name(model: keras.Model, name: str) -> str:
     """`name`, or `name` with a number appended if a layer of `model` has it."""
-    taken = {
-        layer.name for layer in model._flatten_layers(include_self=True, recursive=True)
-    }
+    taken = {model.name} | {node.layer.name for node in tree.walk(model)}
     candidate, number = name, 1
     while candidate in taken:
         candidate, number = f"{name}_{number}", number + 1

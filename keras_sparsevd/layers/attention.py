@@ -6,19 +6,25 @@ from typing import Any
 
 import keras
 
+from keras_sparsevd import _keras_compat as _compat
 from keras_sparsevd.layers.base import (
+    WithoutRecord,
+    adopt,
     check_seed,
     check_threshold,
     get_log_sigma2_initializer,
+    release,
+    write_record,
 )
 from keras_sparsevd.layers.dense import EinsumDenseSVD
+from keras_sparsevd.registry import counterpart_of
 
 # Keras' MultiHeadAttention keeps its projections in these attributes.
 PROJECTIONS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
 _OPTIONAL_PROJECTIONS = ("_gate_dense",)
 
 
-@keras.saving.register_keras_serializable(package="keras_sparsevd")
+@counterpart_of(keras.layers.MultiHeadAttention)
 class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
     """`keras.layers.MultiHeadAttention` with Sparse VD projections.
 
@@ -89,22 +95,73 @@ class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
             value = self._sparse_projection(value)
         super().__setattr__(name, value)
 
-    def _sparse_projection(self, layer: keras.layers.EinsumDense) -> EinsumDenseSVD:
-        config = layer.get_config()
+    def _projection_args(self) -> dict:
+        """The Sparse VD arguments of the next projection (its own seed)."""
         seed = None if self.seed is None else self.seed + self._projection_count
         self._projection_count += 1
-        config.update(
-            threshold=self.threshold,
-            log_sigma2_initializer=keras.initializers.serialize(
+        return {
+            "threshold": self.threshold,
+            "log_sigma2_initializer": keras.initializers.serialize(
                 self.log_sigma2_initializer
             ),
-            train_clip=self.train_clip,
-            seed=seed,
-        )
+            "train_clip": self.train_clip,
+            "seed": seed,
+        }
+
+    def _sparse_projection(self, layer: keras.layers.EinsumDense) -> EinsumDenseSVD:
+        config = layer.get_config()
+        config.update(self._projection_args())
         sparse = EinsumDenseSVD.from_config(config)
         # The report names it "<attention layer>/query".
         sparse._report_name = f"{self.name}/{layer.name}"
         return sparse
+
+    # ------------------------------------------------------------------
+    # In-place conversion (see `keras_sparsevd.layers.base.adopt`).
+    def _adopt_plain(self, svd_args: dict) -> None:
+        self.threshold = check_threshold(svd_args.get("threshold", 3.0))
+        self.log_sigma2_initializer = get_log_sigma2_initializer(
+            svd_args.get("log_sigma2_initializer")
+        )
+        self.train_clip = bool(svd_args.get("train_clip", False))
+        self._projection_count = 0
+        for attr in self.svd_sublayers:
+            layer = getattr(self, attr, None)
+            if layer is None:
+                continue
+            if type(layer) is not keras.layers.EinsumDense:
+                raise ValueError(
+                    f"The {attr} of {self.name!r} is a {type(layer).__name__}, "
+                    "not an EinsumDense: cannot make its projections Sparse VD."
+                )
+            adopt(layer, EinsumDenseSVD, self._projection_args())
+            layer._report_name = f"{self.name}/{layer.name}"
+
+    def _release_to_plain(self) -> None:
+        for attr in self.svd_sublayers:
+            layer = getattr(self, attr, None)
+            if isinstance(layer, EinsumDenseSVD):
+                release(layer, keras.layers.EinsumDense)
+        for name in ("threshold", "log_sigma2_initializer", "train_clip"):
+            _compat.drop_attribute(self, name)
+        _compat.drop_attribute(self, "_projection_count")
+
+    def svd_config(self) -> dict:
+        """The constructor arguments this layer adds to MultiHeadAttention's."""
+        return {
+            "threshold": self.threshold,
+            "log_sigma2_initializer": keras.initializers.serialize(
+                self.log_sigma2_initializer
+            ),
+            "train_clip": self.train_clip,
+        }
+
+    def save_own_variables(self, store: Any) -> None:
+        super().save_own_variables(store)
+        write_record(store, self)
+
+    def load_own_variables(self, store: Any) -> None:
+        super().load_own_variables(WithoutRecord(store))
 
     @property
     def projections(self) -> dict:
@@ -118,13 +175,5 @@ class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(
-            {
-                "threshold": self.threshold,
-                "log_sigma2_initializer": keras.initializers.serialize(
-                    self.log_sigma2_initializer
-                ),
-                "train_clip": self.train_clip,
-            }
-        )
+        config.update(self.svd_config())
         return config

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
+from keras_sparsevd import _keras_compat as _compat
 from keras_sparsevd.kl import LOG_ALPHA_MAX, LOG_ALPHA_MIN, kl_divergence
 from keras_sparsevd.layers.replica_noise import replica_seed
 from keras_sparsevd.layers.weight_terms import THETA_EPSILON, training_terms
@@ -114,6 +117,27 @@ class SparseVDLayer(keras.layers.Layer):
         # variables even under a mixed-precision policy.
         kwargs.pop("autocast", None)
         super().__init__(*args, autocast=False, **kwargs)
+        self._init_svd_state(
+            threshold=threshold,
+            log_sigma2_initializer=log_sigma2_initializer,
+            train_clip=train_clip,
+            seed=seed,
+            group_sparsity=group_sparsity,
+        )
+
+    def _init_svd_state(
+        self,
+        threshold: float = 3.0,
+        log_sigma2_initializer: Any = None,
+        train_clip: bool = False,
+        seed: int | None = None,
+        group_sparsity: bool = False,
+    ) -> None:
+        """What a Sparse VD layer holds beyond its Keras layer, variables aside.
+
+        Shared by ``__init__`` and by `adopt`, which turns a built Keras layer
+        into its Sparse VD counterpart in place.
+        """
         self.threshold = check_threshold(threshold)
         self.train_clip = bool(train_clip)
         self.log_sigma2_initializer = get_log_sigma2_initializer(log_sigma2_initializer)
@@ -166,20 +190,23 @@ class SparseVDLayer(keras.layers.Layer):
 
     def add_weight(self, *args: Any, **kwargs: Any) -> Any:
         variable = super().add_weight(*args, **kwargs)
-        name = kwargs.get("name")
-        if name in self.svd_kernels:
+        if kwargs.get("name") in self.svd_kernels:
             # Created right after its kernel, so that the saved order is
             # kernel, log_sigma2, bias, as in files of earlier versions.
-            log_sigma2 = super().add_weight(
-                name=self.log_sigma2_name(name),
-                shape=tuple(variable.shape),
-                initializer=self.log_sigma2_initializer,
-            )
-            setattr(self, "_svd_" + self.log_sigma2_name(name), log_sigma2)
-            setattr(self, "_svd_theta_" + name, variable)
-            if getattr(self, "kl_weight", None) is None:
-                self._add_kl_weight()
+            self._add_posterior(variable)
         return variable
+
+    def _add_posterior(self, kernel: Any) -> None:
+        """Adds the ``log_sigma2`` of `kernel` (theta) and the KL weight."""
+        log_sigma2 = super().add_weight(
+            name=self.log_sigma2_name(kernel.name),
+            shape=tuple(kernel.shape),
+            initializer=self.log_sigma2_initializer,
+        )
+        setattr(self, "_svd_" + self.log_sigma2_name(kernel.name), log_sigma2)
+        setattr(self, "_svd_theta_" + kernel.name, kernel)
+        if getattr(self, "kl_weight", None) is None:
+            self._add_kl_weight()
 
     def _add_kl_weight(self) -> None:
         # A variable, not a Python float, so that a new value reaches train
@@ -198,7 +225,97 @@ class SparseVDLayer(keras.layers.Layer):
     def build(self, input_shape: Any = None) -> None:
         super().build(input_shape)
         if self.group_sparsity:
-            self._build_groups(tuple(input_shape))
+            units = tuple(input_shape)[self._group_input_axis()]
+            if units is None:
+                raise ValueError(
+                    f"`group_sparsity` needs the input units of {self.name!r} to "
+                    f"be known; got input shape {tuple(input_shape)}."
+                )
+            self._build_groups(units)
+
+    # ------------------------------------------------------------------
+    # In-place conversion from and to the Keras layer (see `adopt`).
+    def _adopt_plain(self, svd_args: dict) -> None:
+        """Makes this built Keras layer, whose class was just swapped, Sparse VD.
+
+        Its variables stay as they are (each kernel becomes theta); a
+        ``log_sigma2`` is added beside each kernel, then the KL weight and,
+        with ``group_sparsity``, the group variables, in the order a freshly
+        built layer has them, so that saved files are alike.
+        """
+        self._plain_autocast = self.autocast
+        self.autocast = False
+        self._init_svd_state(**svd_args)
+        by_name = {v.name: v for v in _compat.own_variables(self)}
+        posteriors = {}
+        for name in self.svd_kernels:
+            kernel = by_name.get(name)
+            if kernel is None:
+                raise ValueError(
+                    f"{type(self).__name__} {self.name!r} has no weight {name!r} "
+                    "to give a posterior."
+                )
+            # Keras names it under the path where the layer was created
+            # (`_parent_path`), beside its kernel.
+            self._add_posterior(kernel)
+            posteriors[id(kernel)] = self.log_sigma2_of(name)
+        added = {id(v) for v in posteriors.values()}
+        order = []
+        for variable in _compat.own_trainable_variables(self):
+            if id(variable) in added:
+                continue
+            order.append(variable)
+            if id(variable) in posteriors:
+                order.append(posteriors[id(variable)])
+        _compat.set_own_order(self, order, list(self._non_trainable_variables))
+        if self.group_sparsity:
+            kernel = self.theta()
+            self._build_groups(kernel.shape[self._group_kernel_axis()])
+
+    def _release_to_plain(self) -> None:
+        """Undoes `_adopt_plain`: each kernel becomes its inference value.
+
+        Theta is overwritten with ``theta * mask`` (group scales folded in);
+        every variable and attribute the Keras layer does not have is dropped.
+        """
+        values = {name: self.inference_kernel(name) for name in self.svd_kernels}
+        for name, value in values.items():
+            self.theta(name).assign(value)
+        dropped = [self.log_sigma2_of(name) for name in self.svd_kernels]
+        dropped.append(self.kl_weight)
+        if self.group_sparsity:
+            dropped += [self.group_mu, self.group_log_sigma2]
+        for variable in dropped:
+            _compat.untrack(self, variable)
+        _compat.untrack(self, self.seed_generator)
+        for name in self.svd_kernels:
+            _compat.drop_attribute(self, "_svd_" + self.log_sigma2_name(name))
+            _compat.drop_attribute(self, "_svd_theta_" + name)
+        for name in _SVD_STATE:
+            _compat.drop_attribute(self, name)
+        self.autocast = self.__dict__.pop("_plain_autocast", True)
+
+    def inference_kernel(self, kernel_name: str | None = None) -> np.ndarray:
+        """The kernel a plain Keras layer needs to compute this layer's evaluation.
+
+        ``theta * mask`` as float32 numpy, pruned weights +0.0 (``np.where``
+        rather than a product: a negative theta times a 0 mask is -0.0, whose
+        bit pattern compresses worse); for the first kernel of a layer with
+        ``group_sparsity``, each input unit's row also scaled by ``mu * mask``
+        (``x_i * mu_i * mask_i`` through a linear map is the map with row i
+        scaled).
+        """
+        name = self._kernel_name(kernel_name)
+        theta = ops.convert_to_numpy(ops.cast(self.theta(name), "float32"))
+        mask = ops.convert_to_numpy(self.mask_of(name))
+        kernel = np.where(mask > 0, theta, np.float32(0.0)).astype("float32")
+        if self.group_sparsity and name == self.svd_kernels[0]:
+            scale = ops.convert_to_numpy(self.group_scale()).astype("float32")
+            shape = [1] * kernel.ndim
+            shape[self._group_kernel_axis() % kernel.ndim] = -1
+            folded = kernel * scale.reshape(shape)
+            kernel = np.where(folded != 0, folded, np.float32(0.0)).astype("float32")
+        return kernel
 
     # ------------------------------------------------------------------
     # Group variables (structured Sparse VD).
@@ -208,17 +325,11 @@ class SparseVDLayer(keras.layers.Layer):
     def _group_kernel_axis(self) -> int:
         return self.group_kernel_axis
 
-    def _build_groups(self, input_shape: tuple) -> None:
+    def _build_groups(self, units: int) -> None:
         if getattr(self, "groups", 1) != 1:
             raise ValueError(
                 f"`group_sparsity` with `groups={self.groups}` is not supported "
                 f"({self.name!r}): use groups=1."
-            )
-        units = input_shape[self._group_input_axis()]
-        if units is None:
-            raise ValueError(
-                f"`group_sparsity` needs the input units of {self.name!r} to be "
-                f"known; got input shape {input_shape}."
             )
         self._group_kernel_axis()  # raises where the layer cannot have groups
         self.group_mu = super().add_weight(
@@ -356,9 +467,10 @@ class SparseVDLayer(keras.layers.Layer):
     # own (quantisation-aware) saving does.
     def save_own_variables(self, store: Any) -> None:
         keras.layers.Layer.save_own_variables(self, store)
+        write_record(store, self)
 
     def load_own_variables(self, store: Any) -> None:
-        keras.layers.Layer.load_own_variables(self, store)
+        keras.layers.Layer.load_own_variables(self, WithoutRecord(store))
         # A model saved after training keeps its KL weight, so fitting it
         # again continues with the same scale.
         self._kl_weight_set = self._get_kl_weight() is not None
@@ -447,18 +559,126 @@ class SparseVDLayer(keras.layers.Layer):
         config = super().get_config()
         for name in ("lora_rank", "lora_alpha", "quantization_config"):
             config.pop(name, None)
-        config.update(
-            {
-                "threshold": self.threshold,
-                "log_sigma2_initializer": keras.initializers.serialize(
-                    self.log_sigma2_initializer
-                ),
-                "train_clip": self.train_clip,
-                "seed": self.seed,
-                "group_sparsity": self.group_sparsity,
-            }
-        )
+        config.update(self.svd_config())
         return config
+
+    def svd_config(self) -> dict:
+        """The constructor arguments this layer adds to its Keras layer's."""
+        return {
+            "threshold": self.threshold,
+            "log_sigma2_initializer": keras.initializers.serialize(
+                self.log_sigma2_initializer
+            ),
+            "train_clip": self.train_clip,
+            "seed": self.seed,
+            "group_sparsity": self.group_sparsity,
+        }
+
+
+# Attributes `_init_svd_state` and the variables' creation add to a layer.
+_SVD_STATE = (
+    "threshold",
+    "train_clip",
+    "log_sigma2_initializer",
+    "seed",
+    "seed_generator",
+    "group_sparsity",
+    "_kl_weight_set",
+    "_pending_kl_weight",
+    "kl_weight",
+    "group_mu",
+    "group_log_sigma2",
+    "_report_name",
+)
+# Key of the record a Sparse VD layer saves beside its weights.
+RECORD_KEY = "sparsevd"
+
+
+def write_record(store: Any, layer: keras.layers.Layer) -> None:
+    """Saves which Sparse VD class `layer` is, and its options, beside its weights.
+
+    A layer that its parent creates in code (a Dense inside a KerasHub
+    `TransformerDecoder`) comes back from the model's config as the Keras
+    layer; `keras_sparsevd.load_model` reads this record to convert it again
+    before its weights are loaded.
+    """
+    record = {
+        "class": keras.saving.get_registered_name(type(layer)),
+        "config": layer.svd_config(),
+    }
+    store[RECORD_KEY] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
+
+
+def read_record(store: Any) -> dict | None:
+    """The record `write_record` left in `store`, or None."""
+    if store is None or RECORD_KEY not in store.keys():
+        return None
+    # A store (h5 dataset) or the raw array.
+    raw = np.asarray(store[RECORD_KEY], dtype=np.uint8).tobytes()
+    try:
+        record = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"Damaged Sparse VD record in a weights file: {error}"
+        ) from None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise ValueError("Damaged Sparse VD record in a weights file.")
+    return record
+
+
+class WithoutRecord:
+    """A weights store seen without its Sparse VD record (Keras counts keys)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def keys(self) -> list:
+        return [key for key in self._store.keys() if key != RECORD_KEY]
+
+    def __getitem__(self, key: str) -> Any:
+        return self._store[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key != RECORD_KEY and key in self._store.keys()
+
+
+def adopt(layer: keras.layers.Layer, sparse_class: type, svd_args: dict) -> None:
+    """Turns a built Keras layer into its Sparse VD counterpart, in place.
+
+    The object stays the same, so every reference to it (a functional
+    graph's nodes, a parent layer's attribute, a wrapper's ``layer``) now
+    reaches the Sparse VD layer: this is how `keras_sparsevd.sparsify` reaches
+    layers wherever they sit, as Keras' own ``Dense.quantize`` changes a
+    layer in place. The weights are kept (each kernel becomes theta).
+
+    Args:
+        layer: a built layer whose class `sparse_class` directly extends.
+        sparse_class: its Sparse VD counterpart (`DenseSVD`, ...).
+        svd_args: the Sparse VD constructor arguments (``threshold``, ...).
+    """
+    if not layer.built:
+        raise ValueError(
+            f"Layer {layer.name!r} is not built: call the model on data (or "
+            "build it with an input shape) before converting it."
+        )
+    plain_class = type(layer)
+    with _compat.unlocked(layer):
+        layer.__class__ = sparse_class
+        try:
+            layer._adopt_plain(dict(svd_args))
+        except Exception:
+            layer.__class__ = plain_class
+            raise
+        _compat.refresh_call_signature(layer)
+
+
+def release(layer: keras.layers.Layer, plain_class: type) -> None:
+    """Turns a Sparse VD layer back into its Keras layer, in place (`adopt`'s
+    inverse): each kernel holds its inference value ``theta * mask``."""
+    with _compat.unlocked(layer):
+        layer._release_to_plain()
+        layer.__class__ = plain_class
+        _compat.refresh_call_signature(layer)
 
 
 def _clipped_log_alpha(mean: Any, log_sigma2: Any) -> Any:
@@ -478,9 +698,7 @@ def check_seed(seed: Any) -> int | None:
 
 def _symbolic() -> bool:
     """Whether Keras is tracing the layer symbolically (building a model)."""
-    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
-
-    return in_symbolic_scope()
+    return _compat.in_symbolic_scope()
 
 
 def half_size_uniforms(shape: tuple, seed: Any) -> tuple:

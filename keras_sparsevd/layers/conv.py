@@ -13,6 +13,7 @@ import keras
 from keras import ops
 
 from keras_sparsevd.layers.base import SparseVDLayer
+from keras_sparsevd.registry import counterpart_of
 
 _SHAPES = {
     1: ("``(batch_size, steps, channels)``", "``(batch_size, new_steps, {out})``"),
@@ -175,11 +176,7 @@ class BaseSeparableConvSVD(_ConvSVD):
         )
 
 
-def _register(cls: type) -> type:
-    return keras.saving.register_keras_serializable(package="keras_sparsevd")(cls)
-
-
-@_register
+@counterpart_of(keras.layers.Conv1D)
 class Conv1DSVD(BaseConvSVD, keras.layers.Conv1D):
     __doc__ = _doc(
         "1D convolution",
@@ -191,7 +188,7 @@ class Conv1DSVD(BaseConvSVD, keras.layers.Conv1D):
     )
 
 
-@_register
+@counterpart_of(keras.layers.Conv2D)
 class Conv2DSVD(BaseConvSVD, keras.layers.Conv2D):
     __doc__ = _doc(
         "2D convolution",
@@ -203,7 +200,7 @@ class Conv2DSVD(BaseConvSVD, keras.layers.Conv2D):
     )
 
 
-@_register
+@counterpart_of(keras.layers.Conv3D)
 class Conv3DSVD(BaseConvSVD, keras.layers.Conv3D):
     __doc__ = _doc(
         "3D convolution",
@@ -215,7 +212,7 @@ class Conv3DSVD(BaseConvSVD, keras.layers.Conv3D):
     )
 
 
-@_register
+@counterpart_of(keras.layers.Conv1DTranspose)
 class Conv1DTransposeSVD(BaseConvTransposeSVD, keras.layers.Conv1DTranspose):
     __doc__ = _doc(
         "1D transposed convolution",
@@ -227,7 +224,7 @@ class Conv1DTransposeSVD(BaseConvTransposeSVD, keras.layers.Conv1DTranspose):
     )
 
 
-@_register
+@counterpart_of(keras.layers.Conv2DTranspose)
 class Conv2DTransposeSVD(BaseConvTransposeSVD, keras.layers.Conv2DTranspose):
     __doc__ = _doc(
         "2D transposed convolution",
@@ -239,7 +236,7 @@ class Conv2DTransposeSVD(BaseConvTransposeSVD, keras.layers.Conv2DTranspose):
     )
 
 
-@_register
+@counterpart_of(keras.layers.Conv3DTranspose)
 class Conv3DTransposeSVD(BaseConvTransposeSVD, keras.layers.Conv3DTranspose):
     __doc__ = _doc(
         "3D transposed convolution",
@@ -251,7 +248,7 @@ class Conv3DTransposeSVD(BaseConvTransposeSVD, keras.layers.Conv3DTranspose):
     )
 
 
-@_register
+@counterpart_of(keras.layers.DepthwiseConv1D)
 class DepthwiseConv1DSVD(BaseDepthwiseConvSVD, keras.layers.DepthwiseConv1D):
     __doc__ = _doc(
         "1D depthwise convolution",
@@ -263,7 +260,7 @@ class DepthwiseConv1DSVD(BaseDepthwiseConvSVD, keras.layers.DepthwiseConv1D):
     )
 
 
-@_register
+@counterpart_of(keras.layers.DepthwiseConv2D)
 class DepthwiseConv2DSVD(BaseDepthwiseConvSVD, keras.layers.DepthwiseConv2D):
     __doc__ = _doc(
         "2D depthwise convolution",
@@ -275,7 +272,7 @@ class DepthwiseConv2DSVD(BaseDepthwiseConvSVD, keras.layers.DepthwiseConv2D):
     )
 
 
-@_register
+@counterpart_of(keras.layers.SeparableConv1D)
 class SeparableConv1DSVD(BaseSeparableConvSVD, keras.layers.SeparableConv1D):
     __doc__ = _doc(
         "1D separable convolution",
@@ -287,7 +284,7 @@ class SeparableConv1DSVD(BaseSeparableConvSVD, keras.layers.SeparableConv1D):
     )
 
 
-@_register
+@counterpart_of(keras.layers.SeparableConv2D)
 class SeparableConv2DSVD(BaseSeparableConvSVD, keras.layers.SeparableConv2D):
     __doc__ = _doc(
         "2D separable convolution",

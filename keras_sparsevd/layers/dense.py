@@ -8,9 +8,10 @@ import keras
 from keras import ops
 
 from keras_sparsevd.layers.base import SparseVDLayer
+from keras_sparsevd.registry import counterpart_of
 
 
-@keras.saving.register_keras_serializable(package="keras_sparsevd")
+@counterpart_of(keras.layers.Dense)
 class DenseSVD(SparseVDLayer, keras.layers.Dense):
     """Densely-connected layer with Sparse Variational Dropout.
 
@@ -74,7 +75,7 @@ class DenseSVD(SparseVDLayer, keras.layers.Dense):
         return ops.matmul(inputs, kernel)
 
 
-@keras.saving.register_keras_serializable(package="keras_sparsevd")
+@counterpart_of(keras.layers.EinsumDense)
 class EinsumDenseSVD(SparseVDLayer, keras.layers.EinsumDense):
     """`keras.layers.EinsumDense` with Sparse Variational Dropout.
 

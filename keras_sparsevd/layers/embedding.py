@@ -8,9 +8,10 @@ import keras
 from keras import ops
 
 from keras_sparsevd.layers.base import SparseVDLayer
+from keras_sparsevd.registry import counterpart_of
 
 
-@keras.saving.register_keras_serializable(package="keras_sparsevd")
+@counterpart_of(keras.layers.Embedding)
 class EmbeddingSVD(SparseVDLayer, keras.layers.Embedding):
     """`keras.layers.Embedding` with Sparse Variational Dropout on the table.
 
