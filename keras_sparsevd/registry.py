@@ -25,6 +25,7 @@ Keras layer holds (it usually extends the Keras class). Either it is a
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 
 import keras
@@ -118,6 +119,16 @@ def register_layer_pair(plain: type, sparse: type) -> None:
     pair = LayerPair(plain, sparse)
     _BY_PLAIN[plain] = pair
     _BY_SPARSE[sparse] = pair
+
+
+def declare_optional_pairs() -> None:
+    """Declares the pairs of optional libraries' layers that are in use.
+
+    KerasHub's pairs (`keras_sparsevd.layers.hub`) once `keras_hub` has been
+    imported: a model of KerasHub's, or a file holding one, needs it anyway.
+    """
+    if "keras_hub" in sys.modules:
+        import keras_sparsevd.layers.hub  # noqa: F401
 
 
 def pair_for_plain(layer: keras.layers.Layer) -> LayerPair | None:

@@ -64,6 +64,7 @@ def load_model(
     >>> model = keras_sparsevd.load_model("gpt2_sparse.keras")  # doctest: +SKIP
     """
     filepath = os.fspath(filepath)
+    registry.declare_optional_pairs()
     if not zipfile.is_zipfile(filepath):
         raise ValueError(
             f"`filepath` must be a `.keras` file written by `model.save`; "

@@ -95,6 +95,7 @@ def sparsify(
     >>> sparse.fit(x, y, callbacks=[KLScheduler(len(x))])  # doctest: +SKIP
     """
     check_model(model, "sparsify")
+    registry.declare_optional_pairs()
     svd_args = {
         "threshold": check_threshold(threshold),
         "log_sigma2_initializer": keras.initializers.serialize(

@@ -19,7 +19,7 @@ from keras_sparsevd.layers.conv import (
     SeparableConv2DSVD,
 )
 from keras_sparsevd.layers.dense import DenseSVD, EinsumDenseSVD
-from keras_sparsevd.layers.embedding import EmbeddingSVD
+from keras_sparsevd.layers.embedding import EmbeddingSVD, ReversibleEmbeddingSVD
 
 __all__ = [
     "BaseConvSVD",
@@ -39,6 +39,7 @@ __all__ = [
     "EmbeddingSVD",
     "KLWeightNotSetError",
     "MultiHeadAttentionSVD",
+    "ReversibleEmbeddingSVD",
     "SeparableConv1DSVD",
     "SeparableConv2DSVD",
     "SparseVDLayer",

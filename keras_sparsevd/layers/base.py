@@ -186,7 +186,9 @@ class SparseVDLayer(keras.layers.Layer):
         """Name of the ``log_sigma2`` variable that goes with a kernel."""
         if kernel_name in ("kernel", "embeddings"):
             return "log_sigma2"
-        return kernel_name.replace("kernel", "log_sigma2")
+        if "kernel" in kernel_name:
+            return kernel_name.replace("kernel", "log_sigma2")
+        return f"{kernel_name}_log_sigma2"
 
     def add_weight(self, *args: Any, **kwargs: Any) -> Any:
         variable = super().add_weight(*args, **kwargs)
@@ -489,7 +491,14 @@ class SparseVDLayer(keras.layers.Layer):
 
     # ------------------------------------------------------------------
     # The forward pass.
-    def _linear(self, inputs: Any, apply: Any, kernel: Any, training: bool) -> Any:
+    def _linear(
+        self,
+        inputs: Any,
+        apply: Any,
+        kernel: Any,
+        training: bool,
+        variance_inputs: Any = None,
+    ) -> Any:
         """One Sparse VD linear map: noisy in training, masked in evaluation.
 
         Args:
@@ -498,13 +507,17 @@ class SparseVDLayer(keras.layers.Layer):
             kernel: in evaluation the masked kernel; in training the pair
                 ``(mean kernel, variance kernel)`` of `training_terms`.
             training: whether this is the training pass.
+            variance_inputs: what the variance kernel is applied to, if not
+                ``self._variance_inputs(inputs)``.
         """
         compute_dtype = self.compute_dtype
         if not training:
             return apply(inputs, ops.cast(kernel, compute_dtype))
         mean_kernel, variance_kernel = kernel
         mean = apply(inputs, ops.cast(mean_kernel, compute_dtype))
-        variance = apply(self._variance_inputs(inputs), variance_kernel)
+        if variance_inputs is None:
+            variance_inputs = self._variance_inputs(inputs)
+        variance = apply(variance_inputs, variance_kernel)
         noise = standard_normal(ops.shape(variance), replica_seed(self.seed_generator))
         return mean + ops.cast(
             ops.sqrt(variance + _VARIANCE_EPSILON) * noise, compute_dtype
