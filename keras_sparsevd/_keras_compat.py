@@ -33,6 +33,16 @@ def own_trainable_variables(layer: keras.layers.Layer) -> list:
     return list(layer._trainable_variables)
 
 
+def own_non_trainable_variables(layer: keras.layers.Layer) -> list:
+    """The variables the layer declared non-trainable (its own)."""
+    return list(layer._non_trainable_variables)
+
+
+def causal_padding(layer: keras.layers.Layer) -> list:
+    """The padding Keras' causal convolution applies before a valid one."""
+    return layer._compute_causal_padding()
+
+
 def set_own_order(
     layer: keras.layers.Layer, trainable: list, non_trainable: list
 ) -> None:

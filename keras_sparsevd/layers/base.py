@@ -269,7 +269,7 @@ class SparseVDLayer(keras.layers.Layer):
             order.append(variable)
             if id(variable) in posteriors:
                 order.append(posteriors[id(variable)])
-        _compat.set_own_order(self, order, list(self._non_trainable_variables))
+        _compat.set_own_order(self, order, _compat.own_non_trainable_variables(self))
         if self.group_sparsity:
             kernel = self.theta()
             self._build_groups(kernel.shape[self._group_kernel_axis()])

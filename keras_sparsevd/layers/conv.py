@@ -12,6 +12,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_sparsevd import _keras_compat as _compat
 from keras_sparsevd.layers.base import SparseVDLayer
 from keras_sparsevd.registry import counterpart_of
 
@@ -93,7 +94,7 @@ class BaseConvSVD(_ConvSVD):
 
     def _apply_kernel(self, inputs: Any, kernel: Any) -> Any:
         if self.padding == "causal":
-            inputs = ops.pad(inputs, self._compute_causal_padding())
+            inputs = ops.pad(inputs, _compat.causal_padding(self))
             return ops.conv(
                 inputs,
                 kernel,
