@@ -133,7 +133,10 @@ def main(argv: list | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=500, help="steps per epoch")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-sigma2", type=float, default=-10.0)
+    parser.add_argument("--log-sigma2", type=float, default=-8.0)
+    parser.add_argument(
+        "--lr", type=float, default=None, help="1e-3 dense, 1e-3 fine-tuning"
+    )
     args = parser.parse_args(argv)
     import keras_sparsevd as ksvd
 
@@ -158,9 +161,10 @@ def main(argv: list | None = None) -> dict:
     if args.phase == "dense":
         epochs = args.epochs or 20
         model = build_model(args.seed)
-        compile_model(model, 1e-3)
+        lr = args.lr or 1e-3
+        compile_model(model, lr)
         schedule = keras.callbacks.LearningRateScheduler(
-            lambda epoch, lr: 1e-3 * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+            lambda epoch, _: lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
         )
         history = model.fit(
             batches(train, args.batch, args.seed),
@@ -184,7 +188,7 @@ def main(argv: list | None = None) -> dict:
             "model": type(model).__name__,
             "backbone": type(model.backbone).__name__,
         }
-        compile_model(model, 3e-4)
+        compile_model(model, args.lr or 1e-3)
         history = model.fit(
             batches(train, args.batch, args.seed),
             steps_per_epoch=args.steps,
@@ -203,6 +207,7 @@ def main(argv: list | None = None) -> dict:
         report["sparse_test_bits_per_byte"] = bits_per_byte(model, x_test, y_test)
         sparsity = ksvd.sparsity_report(model)
         report["sparsity"] = sparsity.to_dict()
+        report["compression"] = sparsity.compression
         by_type: dict = {}
         for row in sparsity.layers:
             if not row.sparse:

@@ -207,7 +207,13 @@ def copy_model(model: keras.Model, action: str) -> keras.Model:
         path = os.path.join(folder, "model.keras")
         try:
             model.save(path)
-            return load_model(path, custom_objects=_classes(model), compile=False)
+            with warnings.catch_warnings():
+                # The copy is not compiled: the original's optimizer state
+                # has no use in it, whatever optimizer the class makes itself.
+                warnings.filterwarnings(
+                    "ignore", message="Skipping variable loading for optimizer"
+                )
+                return load_model(path, custom_objects=_classes(model), compile=False)
         except Exception as error:
             raise ValueError(
                 f"Cannot {action} a copy of model {model.name!r} "
