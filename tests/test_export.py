@@ -243,12 +243,12 @@ class _Subclassed(keras.Model):
         return self.fc(x)
 
 
-def test_strip_errors():
+def test_strip_errors_and_models_keras_cannot_copy():
     subclassed = _Subclassed()
-    subclassed(np.zeros((1, 4), "float32"))
-    with pytest.raises(
-        ValueError, match="subclassed.*rebuild it as a keras.Sequential"
-    ):
+    x = np.ones((2, 4), "float32")
+    expected = subclassed(x)
+    # Keras cannot rebuild it (its __init__ takes no config): no copy.
+    with pytest.raises(ValueError, match="pass `inplace=True` to strip"):
         ksvd.strip_sparsevd(subclassed)
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="no Sparse VD layer.*nothing to strip"):
@@ -257,8 +257,9 @@ def test_strip_errors():
         ksvd.strip_sparsevd(ksvd.DenseSVD(3))
     inputs = keras.Input((4,))
     nested = keras.Model(inputs, subclassed(inputs))
-    with pytest.raises(ValueError, match="Nested model .* subclassed"):
-        ksvd.strip_sparsevd(nested)
+    stripped = ksvd.strip_sparsevd(nested, inplace=True)
+    assert stripped is nested and type(subclassed.fc) is keras.layers.Dense
+    np.testing.assert_allclose(subclassed(x), expected, atol=1e-6)
 
 
 # --------------------------------------------------------------------------
