@@ -12,6 +12,12 @@ def pytest_collection_modifyitems(config, items):
     Keras picks its backend once per process (``KERAS_BACKEND``), so a test
     that needs TensorFlow's own APIs cannot switch to it.
     """
+    for item in items:
+        # A test is run on every backend or on TensorFlow only, never both.
+        if "all_backends" in item.keywords and "tensorflow_only" in item.keywords:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked both all_backends and tensorflow_only"
+            )
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return

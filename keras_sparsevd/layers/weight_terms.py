@@ -90,8 +90,20 @@ def _terms(theta: Any, log_sigma2: Any, threshold: float, train_clip: bool) -> t
     return terms(theta, log_sigma2)
 
 
-@functools.cache
+# The torch.autograd.Function, made on first use so that the module imports
+# without torch. A plain global rather than functools.cache: torch.compile
+# (jit_compile=True) traces this call and warns about cache wrappers.
+_TORCH_TERMS: Any = None
+
+
 def _torch_terms() -> Any:
+    global _TORCH_TERMS
+    if _TORCH_TERMS is None:
+        _TORCH_TERMS = _make_torch_terms()
+    return _TORCH_TERMS
+
+
+def _make_torch_terms() -> Any:
     import torch
 
     class TrainingTerms(torch.autograd.Function):
