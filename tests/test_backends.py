@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+import keras_sparsevd as ksvd
+
 SCRIPT = """
 import os
 import tempfile
@@ -59,17 +61,28 @@ b = keras.ops.convert_to_numpy(layer(ones, training=True))
 assert not np.allclose(a, b)
 # theta = 1, log alpha = -1: three weights of variance exp(-1) each.
 assert abs(a.std(axis=0).mean() - np.sqrt(3 / np.e)) < 0.05
-print("ok", backend, ksvd.sparsity_report(model).compression)
+print("ok", backend, ksvd.sparsity_report(model).compression, ksvd.__file__)
 """
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_fit_save_load_and_noise_on_backend(backend, tmp_path):
     if importlib.util.find_spec(backend) is None:
+        # CI installs every backend, so this case runs there.
         pytest.skip(f"{backend} is not installed (an optional backend)")
     path = tmp_path / "check.py"
     path.write_text(SCRIPT)
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    # The fresh process imports the keras_sparsevd this one runs (the
+    # checkout under test), not another installed copy.
+    source_root = os.path.dirname(os.path.dirname(os.path.abspath(ksvd.__file__)))
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=os.pathsep.join(
+            p for p in (source_root, os.environ.get("PYTHONPATH")) if p
+        ),
+    )
     result = subprocess.run(
         [sys.executable, str(path)],
         env=env,
@@ -79,3 +92,4 @@ def test_fit_save_load_and_noise_on_backend(backend, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"ok {backend}" in result.stdout
+    assert result.stdout.strip().endswith(ksvd.__file__), result.stdout

@@ -34,6 +34,7 @@ def _check_train_speed_rows(results, expected):
             assert _positive(r[key]), (key, r[key])
 
 
+@pytest.mark.tensorflow_only
 def test_train_speed_quick_writes_json(tmp_path, capsys):
     out = tmp_path / "train.json"
     assert train_speed.main(["--quick", "--json", str(out)]) == 0
@@ -73,6 +74,7 @@ def test_train_speed_twins_have_the_same_layers():
     assert svd.output_shape == plain.output_shape == (None, 10)
 
 
+@pytest.mark.tensorflow_only
 def test_inference_quick_writes_json(tmp_path, capsys):
     out = tmp_path / "inference.json"
     # An empty model folder: the synthetic model path is exercised.
@@ -179,6 +181,7 @@ def test_find_trained_model_skips_other_files(tmp_path):
         ("erfinv_pair", True),
     ],
 )
+@pytest.mark.tensorflow_only
 def test_noise_generators_are_standard_normal(name, jit_compile):
     stats = noise.check_generator(noise.GENERATORS[name], 200_000, jit_compile)
     assert abs(stats["mean"]) < 0.01
@@ -204,6 +207,7 @@ def test_noise_generator_shapes(name):
         assert np.all(np.isfinite(z))
 
 
+@pytest.mark.tensorflow_only
 def test_layer_noise_swaps_and_restores_the_layers_generator():
     from keras_sparsevd.layers import base
 
@@ -221,6 +225,7 @@ def test_layer_noise_swaps_and_restores_the_layers_generator():
             pass
 
 
+@pytest.mark.tensorflow_only
 def test_noise_quick_writes_json(tmp_path):
     out = tmp_path / "noise.json"
     assert noise.main(["--quick", "--json", str(out)]) == 0

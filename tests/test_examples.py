@@ -158,6 +158,7 @@ def test_bad_folders_give_clear_errors(tmp_path):
         data.load("imagenet", tmp_path)
 
 
+@pytest.mark.tensorflow_only
 def test_train_entry_point_writes_the_run_folder(tmp_path):
     make_mnist_folder(tmp_path / "mnist", n_train=300, n_test=100)
     out = tmp_path / "run"

@@ -110,6 +110,7 @@ def small_cnn(rng):
 # strip_sparsevd
 
 
+@pytest.mark.all_backends
 def test_strip_sequential_conv_dense_batchnorm():
     rng = np.random.default_rng(0)
     model = small_cnn(rng)
@@ -243,6 +244,7 @@ class _Subclassed(keras.Model):
         return self.fc(x)
 
 
+@pytest.mark.all_backends
 def test_strip_errors_and_models_keras_cannot_copy():
     subclassed = _Subclassed()
     x = np.ones((2, 4), "float32")
@@ -346,6 +348,7 @@ def serve_without_package(tmp_path, plain, x, expected, keras_loads="yes"):
     assert "SERVED_OK" in result.stdout
 
 
+@pytest.mark.tensorflow_only
 def test_savedmodel_serves_in_a_process_without_keras_sparsevd(tmp_path):
     rng = np.random.default_rng(4)
     model = small_cnn(rng)
@@ -390,6 +393,7 @@ def test_sparse_format_lenet300_is_30x_smaller(tmp_path):
         )
 
 
+@pytest.mark.all_backends
 def test_sparse_format_round_trip_cnn_and_float16(tmp_path):
     rng = np.random.default_rng(6)
     model = small_cnn(rng)
@@ -410,6 +414,7 @@ def test_sparse_format_round_trip_cnn_and_float16(tmp_path):
         ksvd.save_sparse(model, tmp_path / "bad.npz", values_dtype="int8")
 
 
+@pytest.mark.all_backends
 def test_delta_index_coding_round_trips_long_gaps():
     cases = [
         np.array([], np.int64),
@@ -426,6 +431,7 @@ def test_delta_index_coding_round_trips_long_gaps():
     np.testing.assert_array_equal(encode_deltas(np.array([255])), [0, 1])
 
 
+@pytest.mark.all_backends
 def test_encoding_is_chosen_by_size():
     rng = np.random.default_rng(8)
     very_sparse = np.where(rng.random((300, 100)) < 0.01, 1.0, 0.0).astype("float32")
@@ -436,6 +442,7 @@ def test_encoding_is_chosen_by_size():
     assert encode_array(full)[0] == "dense"
 
 
+@pytest.mark.all_backends
 def test_load_sparse_rejects_other_files(tmp_path):
     np.savez_compressed(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="not a keras_sparsevd.sparse file"):
@@ -449,6 +456,7 @@ def test_load_sparse_rejects_other_files(tmp_path):
 # TFLite
 
 
+@pytest.mark.tensorflow_only
 def test_tflite_export_matches(tmp_path):
     import tensorflow as tf
 
@@ -713,6 +721,7 @@ def test_compact_drop_unread_inputs_conv_and_nested_functional():
     assert max_diff(model, small, x) <= TOLERANCE
 
 
+@pytest.mark.tensorflow_only
 def test_compact_drop_unread_inputs_serves_without_package(tmp_path):
     rng = np.random.default_rng(15)
     model, _ = image_mlp(rng)

@@ -49,6 +49,7 @@ def _single_error_line(err):
     return lines[0]
 
 
+@pytest.mark.tensorflow_only
 def test_cli_writes_formats_and_prints_reports(svd_model_path, tmp_path, capsys):
     out = tmp_path / "out"
     status = cli.main([svd_model_path, str(out), "--compact"])

@@ -4,10 +4,12 @@ installed Keras: if Keras changes one, this fails before anything else."""
 import h5py
 import keras
 import numpy as np
+import pytest
 
 from keras_sparsevd import _keras_compat as compat
 
 
+@pytest.mark.all_backends
 def test_sublayers_and_own_variables():
     mha = keras.layers.MultiHeadAttention(2, 4, name="mha")
     x = keras.Input((3, 8))
@@ -21,6 +23,7 @@ def test_sublayers_and_own_variables():
         assert isinstance(getattr(mha, attr), keras.layers.EinsumDense), attr
 
 
+@pytest.mark.all_backends
 def test_unlocked_untrack_and_order():
     layer = keras.layers.Dense(2)
     layer.build((None, 3))
@@ -40,6 +43,7 @@ def test_unlocked_untrack_and_order():
     assert layer._tracker.locked  # locked again
 
 
+@pytest.mark.all_backends
 def test_refresh_call_signature_follows_a_new_class():
     class WithTraining(keras.layers.Conv1D):
         def call(self, inputs, training=None):
@@ -52,6 +56,7 @@ def test_refresh_call_signature_follows_a_new_class():
     assert layer._call_has_training_arg
 
 
+@pytest.mark.all_backends
 def test_store_paths_are_where_model_save_puts_the_weights(tmp_path):
     inputs = keras.Input((3,))
     h = keras.layers.Dense(4, name="a")(inputs)

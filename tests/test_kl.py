@@ -4,6 +4,8 @@ import pytest
 
 import keras_sparsevd as ksvd
 
+pytestmark = pytest.mark.all_backends
+
 
 def numpy_kl(log_alpha):
     """The paper's approximation, written independently in numpy."""

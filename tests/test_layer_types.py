@@ -178,6 +178,7 @@ def _copy_plain_weights(svd, plain):
 # weight with log_alpha >= threshold is zero in it. (One test per layer
 # type for both: the per-test session reset is a good part of the runtime.)
 @pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.all_backends
 def test_evaluation_equals_plain_layer_and_pruned_weights_are_zero(case):
     svd, plain, x = _make(case, log_sigma2_initializer=PRECISE)
     _copy_plain_weights(svd, plain)
@@ -264,6 +265,7 @@ MOMENT_CASES = [
 
 
 @pytest.mark.parametrize("case", MOMENT_CASES)
+@pytest.mark.all_backends
 def test_training_pass_moments(case):
     n = 3000
     svd_cls, plain_cls, args, kwargs, make_x = CASES[case]
@@ -309,6 +311,7 @@ def test_training_pass_moments(case):
     assert not np.allclose(again[0], again[1])
 
 
+@pytest.mark.all_backends
 def test_separable_training_pass_moments_stage_by_stage():
     n = 4000
     svd = ksvd.SeparableConv2DSVD(3, 3, seed=6)
@@ -378,6 +381,7 @@ def _expected_kl(layers, weight):
 
 
 @pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.all_backends
 def test_round_trips_and_kl_term(case, tmp_path):
     svd_cls, _, args, kwargs, make_x = CASES[case]
     layer = svd_cls(
@@ -438,7 +442,38 @@ def test_round_trips_and_kl_term(case, tmp_path):
 
 
 # ----------------------------------------------------------------------
+# 5b. Every layer type trains: a fit step reaches theta and log_sigma2.
+@pytest.mark.all_backends
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_layer_type_trains(case):
+    svd_cls, _, args, kwargs, make_x = CASES[case]
+    layer = svd_cls(*args, **kwargs, seed=3)
+    x = make_x()
+    inputs = keras.Input(x.shape[1:], dtype=str(x.dtype))
+    h = keras.layers.Flatten()(_call(layer, inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(h))
+    start = []
+    for sub in ksvd.svd_layers(model):
+        for name in sub.svd_kernels:
+            theta = _normal(*sub.theta(name).shape)
+            sub.theta(name).assign(theta)
+            # log_alpha = -2: inside the clip, where log_sigma2 has a gradient.
+            sub.log_sigma2_of(name).assign(np.log(theta**2 + 1e-8) - 2.0)
+            start += [
+                (w, _np(w).copy()) for w in (sub.theta(name), sub.log_sigma2_of(name))
+            ]
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ksvd.set_kl_weight(model, 1.0 / len(x))
+    y = np.arange(len(x)) % 3
+    history = model.fit(x, y, batch_size=len(x), epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"])), history.history
+    for variable, before in start:
+        assert not np.allclose(_np(variable), before), variable.path
+
+
+# ----------------------------------------------------------------------
 # 6. Unsupported arguments.
+@pytest.mark.all_backends
 def test_unsupported_arguments_and_quantize_are_errors():
     with pytest.raises(ValueError, match="`weights`"):
         ksvd.EmbeddingSVD(5, 3, weights=[np.zeros((5, 3), "float32")])

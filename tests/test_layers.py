@@ -33,6 +33,7 @@ def _check_moments(samples, mean, variance, n):
     np.testing.assert_allclose(got_var, variance, rtol=0.12)
 
 
+@pytest.mark.all_backends
 def test_dense_training_pass_moments():
     n, d, units = 6000, 7, 5
     layer = ksvd.DenseSVD(units, seed=1)
@@ -50,6 +51,7 @@ def test_dense_training_pass_moments():
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.all_backends
 def test_conv2d_training_pass_moments(data_format):
     n = 3000
     layer = ksvd.Conv2DSVD(3, 3, data_format=data_format, seed=2)
@@ -74,6 +76,20 @@ def test_conv2d_training_pass_moments(data_format):
     _check_moments(out.astype("float64"), mean, variance, n)
 
 
+@pytest.mark.all_backends
+def test_noise_is_fresh_every_call_and_per_example():
+    layer = ksvd.DenseSVD(4, seed=3)
+    layer.build((None, 3))
+    ksvd.set_kl_weight(layer, 0.0)
+    layer.log_sigma2.assign(np.full((3, 4), -1.0, "float32"))
+    x = np.ones((2, 3), "float32")
+    a = keras.ops.convert_to_numpy(layer(x, training=True))
+    b = keras.ops.convert_to_numpy(layer(x, training=True))
+    assert not np.allclose(a, b)
+    assert not np.allclose(a[0], a[1])
+
+
+@pytest.mark.tensorflow_only
 def test_noise_is_fresh_every_call_and_inside_tf_function():
     import tensorflow as tf
 
@@ -88,6 +104,7 @@ def test_noise_is_fresh_every_call_and_inside_tf_function():
     assert not np.allclose(a[0], a[1])  # per example, not per batch
 
 
+@pytest.mark.all_backends
 def test_bias_is_not_in_the_variance():
     layer = ksvd.DenseSVD(3, seed=4)
     layer.build((None, 2))
@@ -132,6 +149,7 @@ def test_bias_is_not_in_the_variance():
         ),
     ],
 )
+@pytest.mark.all_backends
 def test_evaluation_equals_plain_keras_layer(svd_layer, keras_layer, input_shape):
     svd, plain = svd_layer(), keras_layer()
     x = RNG.normal(size=input_shape).astype("float32")
@@ -163,6 +181,7 @@ def test_evaluation_equals_plain_keras_layer(svd_layer, keras_layer, input_shape
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(svd.kernel_mask), 1.0)
 
 
+@pytest.mark.all_backends
 def test_weight_above_threshold_is_zero_in_evaluation():
     layer = ksvd.DenseSVD(3, use_bias=False)
     layer.build((None, 4))
@@ -191,6 +210,7 @@ def test_weight_above_threshold_is_zero_in_evaluation():
     assert keras.ops.convert_to_numpy(layer.kernel_mask)[0, 0] == 0.0
 
 
+@pytest.mark.all_backends
 def test_train_clip_zeroes_pruned_weights_in_the_training_mean():
     layer = ksvd.DenseSVD(1, use_bias=False, train_clip=True, seed=5)
     layer.build((None, 2))
@@ -202,6 +222,7 @@ def test_train_clip_zeroes_pruned_weights_in_the_training_mean():
     assert out.mean() == pytest.approx(1.0, abs=0.2)  # 2.0 without train_clip
 
 
+@pytest.mark.all_backends
 def test_kl_loss_is_weighted_sum():
     layer = ksvd.DenseSVD(3)
     layer.build((None, 4))
@@ -219,10 +240,9 @@ def test_kl_loss_is_weighted_sum():
     )
 
 
-def test_noise_is_standard_normal_for_odd_and_symbolic_shapes():
+@pytest.mark.all_backends
+def test_noise_is_standard_normal_for_odd_shapes():
     import math
-
-    import tensorflow as tf
 
     from keras_sparsevd.layers.base import standard_normal
 
@@ -234,6 +254,15 @@ def test_noise_is_standard_normal_for_odd_and_symbolic_shapes():
     for q in (-2.0, -1.0, 0.0, 0.5, 1.5):
         expected = 0.5 * (1 + math.erf(q / math.sqrt(2)))
         assert abs(np.mean(z < q) - expected) < 0.004
+
+
+@pytest.mark.tensorflow_only
+def test_noise_for_symbolic_shapes_inside_tf_function():
+    import tensorflow as tf
+
+    from keras_sparsevd.layers.base import standard_normal
+
+    seed = keras.random.SeedGenerator(7)
     # Unknown batch size inside a traced function; fresh draws every call.
     fn = tf.function(
         lambda x: standard_normal(keras.ops.shape(x), seed),

@@ -8,6 +8,7 @@ import keras_sparsevd as ksvd
 
 
 @pytest.mark.parametrize("tie_weights", [True, False])
+@pytest.mark.all_backends
 def test_sparsified_reversible_embedding_equals_keras_with_masked_tables(
     tie_weights, tmp_path
 ):

@@ -46,6 +46,7 @@ class Recorder(keras.callbacks.Callback):
         self.logs.append(dict(logs or {}))
 
 
+@pytest.mark.all_backends
 def test_fit_on_data_with_one_nan_pixel_stops_naming_the_layer():
     x = X.copy()
     x[5, 2] = np.nan
@@ -90,6 +91,7 @@ NON_FINITE_CASES = [
 ]
 
 
+@pytest.mark.all_backends
 def test_report_and_strip_refuse_non_finite_weights():
     for layer_name, weight, index, value, named in NON_FINITE_CASES:
         model = dense_model()
@@ -115,6 +117,7 @@ def test_report_and_strip_refuse_non_finite_weights():
             assert "NaN/inf" in message and "learning rate" in message
 
 
+@pytest.mark.all_backends
 def test_non_finite_projection_of_attention_is_named_as_in_reports():
     model = attention_model()
     with_value(model.get_layer("mha")._value_dense.bias, (0, 0), np.nan)
@@ -140,6 +143,7 @@ def test_healthy_models_still_report_and_strip():
 # KLScheduler's arguments
 
 
+@pytest.mark.all_backends
 def test_kl_scheduler_accepts_integer_like_values():
     for n in (1000, np.int64(1000), np.int32(1000), 1000.0, np.float32(1000.0)):
         sched = ksvd.KLScheduler(num_train_examples=n)
@@ -181,6 +185,7 @@ BAD_KL_SCHEDULER_ARGUMENTS = [
 ]
 
 
+@pytest.mark.all_backends
 def test_kl_scheduler_rejects_bad_arguments_naming_them():
     for kwargs, name in BAD_KL_SCHEDULER_ARGUMENTS:
         with pytest.raises(ValueError, match=f"`{name}`"):

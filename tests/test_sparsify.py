@@ -17,8 +17,8 @@ sys.path.insert(0, HERE)
 import sparsify_scenario  # noqa: E402
 
 
-def test_done_when_scenario_tensorflow():
-    assert sparsify_scenario.run()["backend"] == "tensorflow"
+def test_done_when_scenario_in_process():
+    assert sparsify_scenario.run()["backend"] == keras.backend.backend()
 
 
 def test_done_when_scenario_jax():
@@ -47,6 +47,7 @@ def _mlp(name="mlp"):
     )
 
 
+@pytest.mark.all_backends
 def test_weights_config_and_other_layers_carried_over():
     model = _mlp()
     model.layers[0].trainable = False
@@ -68,6 +69,7 @@ def test_weights_config_and_other_layers_carried_over():
     assert not sparse.compiled and sparse.name == "mlp"
 
 
+@pytest.mark.all_backends
 def test_layers_by_name_by_predicate_and_as_one_string():
     model = _mlp()
     only = ksvd.sparsify(model, ["fc2"])
@@ -100,6 +102,7 @@ def _with_subclass():
     )
 
 
+@pytest.mark.all_backends
 def test_selection_errors_name_the_layer():
     model = _mlp()
     with pytest.raises(ValueError, match="`layers` names 'nope'.*no layer"):
@@ -118,6 +121,7 @@ def test_selection_errors_name_the_layer():
         ksvd.sparsify(model, log_sigma2_initializer="not-an-initializer")
 
 
+@pytest.mark.all_backends
 def test_subclass_of_a_keras_layer_is_never_taken_for_its_base():
     model = _with_subclass()
     with pytest.warns(UserWarning, match="'mine' \\(MyDense\\) is left as it is"):
@@ -128,6 +132,7 @@ def test_subclass_of_a_keras_layer_is_never_taken_for_its_base():
         ksvd.sparsify(model, ["mine"])
 
 
+@pytest.mark.all_backends
 def test_subclassed_models_and_nested_ones_are_converted_too():
     class Net(keras.Model):
         def __init__(self, **kwargs):
@@ -152,6 +157,7 @@ def test_subclassed_models_and_nested_ones_are_converted_too():
         ksvd.sparsify(keras.layers.Dense(3))
 
 
+@pytest.mark.all_backends
 def test_inplace_converts_the_model_itself_and_refuses_non_bools():
     model = _mlp()
     same = ksvd.sparsify(model, inplace=True, verbose=False)
@@ -164,6 +170,7 @@ def test_inplace_converts_the_model_itself_and_refuses_non_bools():
         ksvd.sparsify(_mlp(), structured="no")
 
 
+@pytest.mark.all_backends
 def test_a_model_keras_cannot_copy_names_inplace():
     class Unbuildable(keras.layers.Layer):
         def __init__(self, units, helper, **kwargs):  # helper: not serializable
@@ -182,6 +189,7 @@ def test_a_model_keras_cannot_copy_names_inplace():
     assert len(ksvd.svd_layers(sparse)) == 1
 
 
+@pytest.mark.all_backends
 def test_strip_refuses_a_subclass_of_a_sparse_layer(tmp_path):
     model = keras.Sequential([keras.Input((4,)), DoublingDenseSVD(3, name="twice")])
     with pytest.raises(ValueError, match="'twice'.*subclasses DenseSVD.*register"):
@@ -228,6 +236,7 @@ def test_cli_fails_when_predictions_differ(tmp_path, capsys, monkeypatch):
     assert not out.exists()
 
 
+@pytest.mark.all_backends
 def test_register_layer_pair_hook():
     class ScaledDense(keras.layers.Dense):
         pass

@@ -45,6 +45,37 @@ def test_irrelevant_input_groups_are_pruned_and_relevant_ones_kept():
     assert np.sqrt(np.mean((pred - y) ** 2)) < 0.1
 
 
+@pytest.mark.all_backends
+def test_groups_train_with_the_weights():
+    """A fit step reaches the group variables of a dense and a conv layer."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(16, 6, 6, 2)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    conv = ksvd.Conv2DSVD(3, 3, group_sparsity=True, seed=0)
+    dense = ksvd.DenseSVD(3, group_sparsity=True, seed=1)
+    model = keras.Sequential(
+        [keras.Input((6, 6, 2)), conv, keras.layers.Flatten(), dense]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ksvd.set_kl_weight(model, 1.0 / len(x))
+    variables = [
+        v
+        for layer in (conv, dense)
+        for v in (
+            layer.kernel,
+            layer.log_sigma2,
+            layer.group_mu,
+            layer.group_log_sigma2,
+        )
+    ]
+    before = [keras.ops.convert_to_numpy(v).copy() for v in variables]
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    for variable, old in zip(variables, before):
+        assert not np.allclose(keras.ops.convert_to_numpy(variable), old), variable.path
+
+
+@pytest.mark.all_backends
 def test_training_pass_moments_with_groups():
     rng = np.random.default_rng(1)
     d, units, samples = 4, 3, 20000
@@ -129,6 +160,7 @@ def test_compaction_removes_pruned_groups_with_identical_predictions(tmp_path):
     np.testing.assert_allclose(small.predict(x, verbose=0), expected, atol=1e-5)
 
 
+@pytest.mark.all_backends
 def test_groups_config_and_keras_round_trip(tmp_path):
     rng = np.random.default_rng(3)
     layer = ksvd.EinsumDenseSVD(
@@ -166,6 +198,7 @@ def test_groups_config_and_keras_round_trip(tmp_path):
     np.testing.assert_allclose(total, group_kl + kernel_kl, rtol=1e-5)
 
 
+@pytest.mark.all_backends
 def test_group_errors_and_sparsify_structured():
     with pytest.raises(ValueError, match="`group_sparsity`.*EmbeddingSVD"):
         ksvd.EmbeddingSVD(10, 4, group_sparsity=True)

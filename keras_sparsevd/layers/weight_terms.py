@@ -11,7 +11,9 @@ transcendental passes forward (two logs, an exp and the KL's sigmoid) and none
 backward: the gradient reuses the forward values. On TensorFlow, whose
 default graph runs each elementwise op as a pass of its own over the
 weights, the whole computation is also compiled with XLA into a few fused
-passes (its gradient too), whatever the model's own compilation.
+passes (its gradient too), whatever the model's own compilation. On PyTorch,
+whose Keras `custom_gradient` takes functions of one output only, the same
+forward and backward run as a `torch.autograd.Function` of three outputs.
 """
 
 from __future__ import annotations
@@ -50,8 +52,18 @@ def training_terms(
         ``(mean_kernel, variance_kernel, kl)``: two float32 tensors of the
         kernel's shape and a float32 scalar.
     """
-    if keras.backend.backend() == "tensorflow":
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         return _xla_terms()(theta, log_sigma2, float(threshold), bool(train_clip))
+    if backend == "torch":
+        # Keras' torch `custom_gradient` takes functions of one output only;
+        # a torch.autograd.Function of its own takes the three, with no copy.
+        return _torch_terms()(
+            ops.convert_to_tensor(theta),
+            ops.convert_to_tensor(log_sigma2),
+            float(threshold),
+            bool(train_clip),
+        )
     return _terms(theta, log_sigma2, threshold, train_clip)
 
 
@@ -68,48 +80,119 @@ def _xla_terms() -> Any:
 def _terms(theta: Any, log_sigma2: Any, threshold: float, train_clip: bool) -> tuple:
     @ops.custom_gradient
     def terms(theta: Any, log_sigma2: Any) -> tuple:
-        theta2 = ops.square(theta)
-        shifted = theta2 + THETA_EPSILON
-        raw = log_sigma2 - ops.log(shifted)
-        log_alpha = ops.clip(raw, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
-        alpha = ops.exp(log_alpha)
-        variance_kernel = alpha * theta2
-        sig = ops.sigmoid(K2 + K3 * log_alpha)
-        # softplus(-log_alpha) == log(1 + alpha) - log_alpha: no second exp.
-        # log, not log1p: alpha >= exp(-8) after the clip, where they agree
-        # to float32 rounding, and XLA computes log1p more slowly on CPU.
-        kl = ops.sum(K1 - K1 * sig + 0.5 * (ops.log(1.0 + alpha) - log_alpha))
-        if train_clip:
-            keep = ops.cast(ops.less(log_alpha, threshold), theta.dtype)
-            mean_kernel = theta * keep
-        else:
-            keep = None
-            mean_kernel = theta
+        outputs, saved = _forward(theta, log_sigma2, threshold, train_clip)
 
         def grad(*args: Any, upstream: Any = None) -> tuple:
-            d_mean, d_variance, d_kl = _upstream(args, upstream)
-            inside = ops.logical_and(
-                ops.greater_equal(raw, LOG_ALPHA_MIN),
-                ops.less_equal(raw, LOG_ALPHA_MAX),
-            )
-            # d KL / d log_alpha: the sigmoid's derivative and, for the
-            # softplus, sigmoid(-log_alpha) = 1 / (1 + alpha).
-            d_kl_d_log_alpha = -K1 * K3 * sig * (1.0 - sig) - 0.5 / (1.0 + alpha)
-            d_log_alpha = d_kl * d_kl_d_log_alpha
-            if d_variance is not None:
-                d_log_alpha = d_log_alpha + d_variance * variance_kernel
-            d_log_alpha = ops.where(inside, d_log_alpha, 0.0)
-            # log_alpha = log_sigma2 - log(theta^2 + eps) inside the clip.
-            d_theta = -2.0 * theta / shifted * d_log_alpha
-            if d_variance is not None:
-                d_theta = d_theta + d_variance * 2.0 * alpha * theta
-            if d_mean is not None:
-                d_theta = d_theta + (d_mean * keep if train_clip else d_mean)
-            return d_theta, d_log_alpha
+            return _backward(saved, *_upstream(args, upstream))
 
-        return (mean_kernel, variance_kernel, kl), grad
+        return outputs, grad
 
     return terms(theta, log_sigma2)
+
+
+# The torch.autograd.Function, made on first use so that the module imports
+# without torch. A plain global rather than functools.cache: torch.compile
+# (jit_compile=True) traces this call and warns about cache wrappers.
+_TORCH_TERMS: Any = None
+
+
+def _torch_terms() -> Any:
+    global _TORCH_TERMS
+    if _TORCH_TERMS is None:
+        _TORCH_TERMS = _make_torch_terms()
+    return _TORCH_TERMS
+
+
+def _make_torch_terms() -> Any:
+    import torch
+
+    class TrainingTerms(torch.autograd.Function):
+        """`_forward` and `_backward` as one torch autograd node."""
+
+        @staticmethod
+        def forward(
+            ctx: Any, theta: Any, log_sigma2: Any, threshold: float, train_clip: bool
+        ) -> tuple:
+            outputs, saved = _forward(theta, log_sigma2, threshold, train_clip)
+            # Outputs that nothing used reach `backward` as None, as on the
+            # other backends, rather than as tensors of zeros.
+            ctx.set_materialize_grads(False)
+            # save_for_backward, not attributes of ctx: the variance kernel is
+            # an output, and holding it on ctx would be a reference cycle.
+            ctx.save_for_backward(*saved)
+            return outputs
+
+        @staticmethod
+        def backward(ctx: Any, d_mean: Any, d_variance: Any, d_kl: Any) -> tuple:
+            d_kl = 0.0 if d_kl is None else d_kl
+            d_theta, d_log_sigma2 = _backward(
+                ctx.saved_tensors, d_mean, d_variance, d_kl
+            )
+            return d_theta, d_log_sigma2, None, None
+
+    return TrainingTerms.apply
+
+
+def _forward(theta: Any, log_sigma2: Any, threshold: float, train_clip: bool) -> tuple:
+    """The three outputs, and what `_backward` reuses of the forward work.
+
+    Returns:
+        ``((mean_kernel, variance_kernel, kl), saved)``, where `saved` is
+        ``(theta, shifted, raw, alpha, variance_kernel, sig, keep)`` and
+        ``keep`` is None without `train_clip`.
+    """
+    theta2 = ops.square(theta)
+    shifted = theta2 + THETA_EPSILON
+    raw = log_sigma2 - ops.log(shifted)
+    log_alpha = ops.clip(raw, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+    alpha = ops.exp(log_alpha)
+    variance_kernel = alpha * theta2
+    sig = ops.sigmoid(K2 + K3 * log_alpha)
+    # softplus(-log_alpha) == log(1 + alpha) - log_alpha: no second exp.
+    # log, not log1p: alpha >= exp(-8) after the clip, where they agree
+    # to float32 rounding, and XLA computes log1p more slowly on CPU.
+    kl = ops.sum(K1 - K1 * sig + 0.5 * (ops.log(1.0 + alpha) - log_alpha))
+    if train_clip:
+        keep = ops.cast(ops.less(log_alpha, threshold), theta.dtype)
+        mean_kernel = theta * keep
+    else:
+        keep = None
+        mean_kernel = theta
+    saved = (theta, shifted, raw, alpha, variance_kernel, sig, keep)
+    return (mean_kernel, variance_kernel, kl), saved
+
+
+def _backward(saved: tuple, d_mean: Any, d_variance: Any, d_kl: Any) -> tuple:
+    """Gradients of theta and log_sigma2 from the forward values in `saved`.
+
+    Args:
+        saved: the second result of `_forward`.
+        d_mean: gradient of the mean kernel, or None where it was not used.
+        d_variance: gradient of the variance kernel, or None.
+        d_kl: gradient of the KL sum (0.0 where it was not used).
+
+    Returns:
+        ``(d_theta, d_log_sigma2)``.
+    """
+    theta, shifted, raw, alpha, variance_kernel, sig, keep = saved
+    inside = ops.logical_and(
+        ops.greater_equal(raw, LOG_ALPHA_MIN),
+        ops.less_equal(raw, LOG_ALPHA_MAX),
+    )
+    # d KL / d log_alpha: the sigmoid's derivative and, for the
+    # softplus, sigmoid(-log_alpha) = 1 / (1 + alpha).
+    d_kl_d_log_alpha = -K1 * K3 * sig * (1.0 - sig) - 0.5 / (1.0 + alpha)
+    d_log_alpha = d_kl * d_kl_d_log_alpha
+    if d_variance is not None:
+        d_log_alpha = d_log_alpha + d_variance * variance_kernel
+    d_log_alpha = ops.where(inside, d_log_alpha, 0.0)
+    # log_alpha = log_sigma2 - log(theta^2 + eps) inside the clip.
+    d_theta = -2.0 * theta / shifted * d_log_alpha
+    if d_variance is not None:
+        d_theta = d_theta + d_variance * 2.0 * alpha * theta
+    if d_mean is not None:
+        d_theta = d_theta + (d_mean if keep is None else d_mean * keep)
+    return d_theta, d_log_alpha
 
 
 def _upstream(args: tuple, upstream: Any) -> tuple:
