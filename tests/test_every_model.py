@@ -1,7 +1,7 @@
 """`sparsify`, save/load and strip on every kind of Keras model (issue 21).
 
 The scenario (tests/every_model_scenario.py) runs in-process on TensorFlow
-and in a fresh process on JAX.
+and in a fresh process on JAX and on PyTorch.
 """
 
 import os
@@ -26,9 +26,10 @@ def test_every_kind_of_model_converts_fits_saves_and_strips(case):
     assert every_model_scenario.check(case)["converted"] > 0
 
 
-def test_every_kind_of_model_on_jax():
-    pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_every_kind_of_model_on_the_other_backends(backend):
+    pytest.importorskip(backend)
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
         [sys.executable, os.path.join(HERE, "every_model_scenario.py")],
         env=env,
