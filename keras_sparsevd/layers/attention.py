@@ -7,6 +7,7 @@ from typing import Any
 import keras
 
 from keras_sparsevd.layers.base import (
+    check_bool,
     check_seed,
     check_threshold,
     get_log_sigma2_initializer,
@@ -73,9 +74,9 @@ class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
     ) -> None:
         seed = check_seed(seed)
         super().__init__(num_heads, key_dim, seed=seed, **kwargs)
-        self.threshold = check_threshold(threshold)
+        self.threshold = threshold
         self.log_sigma2_initializer = get_log_sigma2_initializer(log_sigma2_initializer)
-        self.train_clip = bool(train_clip)
+        self.train_clip = check_bool("train_clip", train_clip)
         self.seed = seed
         self._projection_count = 0
 
@@ -105,6 +106,17 @@ class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
         # The report names it "<attention layer>/query".
         sparse._report_name = f"{self.name}/{layer.name}"
         return sparse
+
+    @property
+    def threshold(self) -> float:
+        """The projections' log-alpha threshold; setting it sets theirs."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: Any) -> None:
+        self._threshold = check_threshold(value)
+        for layer in self.projections.values():
+            layer.threshold = self._threshold
 
     @property
     def projections(self) -> dict:

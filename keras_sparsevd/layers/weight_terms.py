@@ -29,7 +29,7 @@ THETA_EPSILON = 1e-8
 
 
 def training_terms(
-    theta: Any, log_sigma2: Any, threshold: float, train_clip: bool
+    theta: Any, log_sigma2: Any, threshold: Any, train_clip: bool
 ) -> tuple:
     """Mean kernel, variance kernel and KL sum of one kernel, for training.
 
@@ -43,7 +43,8 @@ def training_terms(
     Args:
         theta: the kernel, float32.
         log_sigma2: its ``log_sigma2``, float32, same shape.
-        threshold: weights with ``log_alpha >= threshold`` are pruned.
+        threshold: weights with ``log_alpha >= threshold`` are pruned; a
+            number or a scalar variable (read when the step runs).
         train_clip: whether the mean kernel has the pruned weights zeroed.
 
     Returns:
@@ -51,7 +52,8 @@ def training_terms(
         kernel's shape and a float32 scalar.
     """
     if keras.backend.backend() == "tensorflow":
-        return _xla_terms()(theta, log_sigma2, float(threshold), bool(train_clip))
+        threshold = ops.cast(threshold, "float32")
+        return _xla_terms()(theta, log_sigma2, threshold, bool(train_clip))
     return _terms(theta, log_sigma2, threshold, train_clip)
 
 
@@ -65,7 +67,7 @@ def _xla_terms() -> Any:
     return tf.function(_terms, jit_compile=True)
 
 
-def _terms(theta: Any, log_sigma2: Any, threshold: float, train_clip: bool) -> tuple:
+def _terms(theta: Any, log_sigma2: Any, threshold: Any, train_clip: bool) -> tuple:
     @ops.custom_gradient
     def terms(theta: Any, log_sigma2: Any) -> tuple:
         theta2 = ops.square(theta)
