@@ -141,6 +141,29 @@ def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
         shutil.copyfile(source, tmp)
 
 
+def temporary_folder(parent: str | os.PathLike, name: str = "export") -> str:
+    """A fresh empty folder ``.<name>.tmp-*`` in `parent` (created if needed)."""
+    parent = os.path.abspath(os.fspath(parent))
+    os.makedirs(parent, exist_ok=True)
+    return _create(parent, name, "", folder_too=True)
+
+
+def publish_folder(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Renames the complete folder `source` to `target`, which must not exist.
+
+    Raises:
+        OSError: if `target` exists (and is not an empty folder).
+    """
+    source, target = os.fspath(source), os.path.abspath(os.fspath(target))
+    _fsync_tree(source)
+    if os.path.lexists(target) and not (
+        os.path.isdir(target) and not os.listdir(target)
+    ):
+        raise FileExistsError(f"{target} exists")
+    _commit(source, target)
+    _fsync_folder(os.path.dirname(target))
+
+
 def _exchange(a: str, b: str) -> bool:
     """Swaps two paths in one atomic step (Linux ``renameat2``).
 
