@@ -13,6 +13,8 @@ from typing import Any
 
 import keras
 
+from keras_sparsevd import files
+
 
 def cpu_model() -> str:
     """The CPU's model name as `lscpu` shows it, or the platform's guess."""
@@ -118,12 +120,8 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def write_json(path: str | os.PathLike, report: dict) -> None:
     """Writes `report` as indented JSON, creating the folder if needed."""
-    folder = os.path.dirname(os.fspath(path))
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+    # Atomic: a benchmark killed while writing keeps the previous results.
+    files.write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def save_report(path: str | os.PathLike | None, report: dict) -> None:

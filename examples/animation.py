@@ -42,6 +42,7 @@ from examples.weight_frames import (
     record_frame,
 )
 from examples.weight_gif import Renderer, write_gif
+from keras_sparsevd import files
 
 
 class WeightAnimation(keras.callbacks.Callback):
@@ -173,7 +174,8 @@ def main(argv: list | None = None) -> Path:
             raise SystemExit(f"no frame for epoch {args.frame}; have {frames.epochs}")
         renderer = Renderer(frames)
         path = Path(args.out)
-        renderer.image(frames.epochs.index(args.frame)).save(path)
+        with files.atomic_path(path) as tmp:
+            renderer.image(frames.epochs.index(args.frame)).save(tmp)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return path
 

@@ -22,7 +22,9 @@ Local folder layouts:
   ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
   ``t10k-labels-idx1-ubyte``, each optionally gzipped (``.gz``).
 * CIFAR-10: the python-pickle release, ``data_batch_1`` .. ``data_batch_5``
-  and ``test_batch``, in the folder or in its ``cifar-10-batches-py/``.
+  and ``test_batch``, in the folder or in its ``cifar-10-batches-py/``. The
+  pickles are read without running code: only arrays, lists, bytes and
+  numbers are admitted, so a crafted file is refused.
 * CIFAR-100: ``train`` and ``test`` (with ``fine_labels``), in the folder or
   in its ``cifar-100-python/``.
 """
@@ -93,6 +95,17 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Split, S
     """
     if name not in DATASETS:
         raise ValueError(f"`dataset` must be one of {DATASETS}, got {name!r}.")
+    splits = _load(name, data_dir)
+    for (x, _), split in zip(splits, ("training", "test")):
+        if len(x) == 0:
+            raise DataError(
+                f"The {name} {split} set from {str(data_dir or 'the default')!r} "
+                "holds no examples: check the data folder's files."
+            )
+    return splits
+
+
+def _load(name: str, data_dir: str | os.PathLike | None) -> tuple[Split, Split]:
     if data_dir is None:
         data_dir = os.environ.get(DATA_DIR_ENV) or None
     if data_dir is None:
@@ -209,14 +222,49 @@ def load_mnist_idx(folder: str | os.PathLike) -> tuple[Split, Split]:
     )
 
 
+# What a CIFAR batch pickle may name: the pieces a NumPy array is rebuilt
+# from. Dicts, lists, bytes, strings and numbers need no name at all.
+_CIFAR_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches without running code from the file.
+
+    A pickle can name any importable callable and call it; this one admits
+    only what rebuilds NumPy arrays, so a crafted file in a data folder is
+    refused instead of executed.
+    """
+
+    def find_class(self, module: str, name: str) -> type:
+        if (module, name) in _CIFAR_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refused {module}.{name}: a CIFAR batch holds only arrays, lists, "
+            "bytes and numbers"
+        )
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            batch = _CifarUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise
     except Exception as e:  # noqa: BLE001 - any unpickling failure is bad data
         raise DataError(f"Cannot read CIFAR pickle {str(path)!r}: {e}") from None
+    if not isinstance(batch, dict):
+        raise DataError(
+            f"{str(path)!r} holds a {type(batch).__name__}, not a CIFAR batch (dict)."
+        )
+    return batch
 
 
 def load_cifar_pickle(folder: str | os.PathLike, name: str) -> tuple[Split, Split]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_sparsevd import files
 from keras_sparsevd.model_helpers import svd_layers
 
 
@@ -82,7 +83,8 @@ def save_curves(plt, path: Path, history: dict) -> Path:
         axes[1].legend(loc="lower right", fontsize=8)
     axes[1].grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
 
@@ -143,7 +145,8 @@ def save_masks(plt, path: Path, model: keras.Model) -> Path:
             ax.bar(np.arange(per_input.size), per_input, width=1.0)
             ax.set_title(f"{dense.name}: kept weights per input")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
 
@@ -199,6 +202,7 @@ def save_architecture(path: Path, model: keras.Model, title: str = "") -> Path |
     ax.set_title(title or f"kept architecture {kept}")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return Path(path)

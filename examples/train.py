@@ -8,8 +8,13 @@ says otherwise (see `examples.data`).
 The run folder (``--out``, default ``runs/<model>-<dataset>-<variant>-seed<seed>``)
 receives ``model.keras``, ``history.csv`` (loss, accuracy, test error,
 sparsity per layer, compression per epoch), ``report.json``, and the
-pictures ``curves.png`` and ``masks.png``. An interrupted run continues from
-its last finished epoch when started again with the same ``--out``.
+pictures ``curves.png`` and ``masks.png``, each written atomically.
+
+A run killed at any point continues from its last finished epoch when the same
+command is started again (`examples.run_folder`: a checkpoint per epoch, kept
+until the results are written). The same command on a finished run says so
+and exits without training; ``--restart`` trains it again from scratch. A
+folder in use by a live run, or holding another command's run, is refused.
 With ``--animate`` it also writes ``weights.gif``, the weights of the first
 layers epoch by epoch as Sparse VD prunes them (`examples.animation`).
 """
@@ -21,6 +26,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,9 +35,10 @@ import keras
 import numpy as np
 
 import keras_sparsevd as ksvd
-from examples import animation, distribute, plots
+from examples import animation, distribute, plots, run_folder
 from examples import data as data_lib
 from examples import models as models_lib
+from keras_sparsevd import files
 
 LR_SCHEDULES = ("paper", "linear", "constant-linear", "constant")
 
@@ -215,7 +222,6 @@ def threshold_sweep(
         for t in thresholds:
             for layer in layers:
                 layer.threshold = float(t)
-            model.predict_function = None  # the threshold is traced as a constant
             error = test_error_percent(model, x, y)
             report = ksvd.sparsity_report(model)
             rows.append(
@@ -228,7 +234,6 @@ def threshold_sweep(
     finally:
         for layer, t in zip(layers, original):
             layer.threshold = t
-        model.predict_function = None
     return rows
 
 
@@ -342,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     distribute.add_arguments(p)
     p.add_argument("--out", default=None, help="run folder")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="train the run folder's run again from scratch, discarding its "
+        "checkpoint, history, report and model (without it, a finished run is "
+        "left alone and an interrupted one resumes)",
+    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument(
         "--animate",
@@ -377,6 +389,8 @@ def main(argv: list | None = None) -> dict:
         raise SystemExit("--animate-every must be >= 1")
     if args.model in ("lenet300", "lenet5") and args.dataset != "mnist":
         raise SystemExit(f"--model {args.model} is for --dataset mnist")
+    if args.train_limit is not None and args.train_limit < 1:
+        raise SystemExit("--train-limit must be >= 1")
     scope, is_chief, engine = distribute.setup(args)
     print(f"engine: {engine}")
     hint = backend_hint(args.model)
@@ -395,6 +409,90 @@ def main(argv: list | None = None) -> dict:
         # Every worker writes its checkpoints; only the chief's are the run's.
         out = out / f"worker-{os.getpid()}"
     out.mkdir(parents=True, exist_ok=True)
+    lock = run_folder.RunLock(out)
+    try:
+        taken_over = lock.acquire()
+    except run_folder.RunFolderError as e:
+        raise SystemExit(f"error: {e}") from None
+    if taken_over:
+        print(f"{out}: process {taken_over}, which held it, is gone: taking over")
+    try:
+        return _run(args, argv, out, scope)
+    finally:
+        lock.release()
+
+
+def run_signature(options: dict) -> dict:
+    """The options that make a run what it is (not how it prints or where)."""
+    ignored = ("verbose", "no_plots", "restart", "out")
+    kept = {k: v for k, v in options.items() if k not in ignored}
+    return json.loads(json.dumps(kept))  # tuples as lists, as saved
+
+
+def _start_over(out: Path) -> None:
+    # The report first: without it, nothing here reads as finished.
+    for name in ("report.json", run_folder.BACKUP_DIR, "history.csv", "model.keras"):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _finished_run(out: Path, signature: dict) -> dict | None:
+    """The report of the finished run in `out`, if it is this command's.
+
+    Raises:
+        SystemExit: if `out` holds a finished run of other options.
+    """
+    path = out / "report.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    different = run_folder.differences(
+        run_signature(saved.get("options", {})), signature
+    )
+    if different:
+        raise SystemExit(
+            f"error: {out} holds a finished run of other options "
+            f"({'; '.join(different)}). Pass --restart to replace it with this "
+            "run, or choose another --out."
+        )
+    return saved
+
+
+def _run(args: argparse.Namespace, argv: list | None, out: Path, scope) -> dict:
+    signature = run_signature(vars(args))
+    backup = run_folder.RunBackup(
+        out / run_folder.BACKUP_DIR,
+        signature,
+        run_folder.HistoryWriter(out / "history.csv"),
+    )
+    # What writers killed here left (this process holds the folder's lock).
+    files.remove_stale_temporaries(out)
+    if args.restart:
+        _start_over(out)
+    finished = _finished_run(out, signature)
+    if finished is not None:
+        # Killed after its report, before the backup was deleted.
+        backup.remove()
+        print(
+            f"{out} holds this run, finished: test error "
+            f"{finished.get('test_error_percent', float('nan')):.2f}%, compression "
+            f"{finished.get('compression', float('nan')):.1f}x (report.json). "
+            "Nothing to do; pass --restart to train it again."
+        )
+        return finished
+    saved = backup.latest_meta()
+    if saved is not None:
+        different = run_folder.differences(saved.get("signature", {}), signature)
+        if different:
+            raise SystemExit(
+                f"error: {out} holds an unfinished run of other options "
+                f"({'; '.join(different)}), after epoch {saved['epoch']}. Run its "
+                "command again to finish it, pass --restart to discard it, or "
+                "choose another --out."
+            )
 
     try:
         (x_train, y_train), (x_test, y_test) = data_lib.load(
@@ -499,27 +597,33 @@ def main(argv: list | None = None) -> dict:
                 title=f"{args.model} on {args.dataset}",
             )
         )
-    callbacks += [
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
-        keras.callbacks.CSVLogger(
-            str(out / "history.csv"), append=(out / "backup").exists()
-        ),
-    ]
     # With --init-from: the converted model's error before any fine-tuning.
     start_error = test_error_percent(model, x_test, y_test) if pretrained else None
+    # The history writer first: each checkpoint holds the rows up to its epoch.
+    restored = backup.restore(model)
+    initial_epoch = 0
+    if restored is not None:
+        initial_epoch = restored["epoch"]
+        backup.history = run_folder.HistoryWriter(
+            out / "history.csv", restored["history"]
+        )
+        print(f"resuming {out} after epoch {initial_epoch} of {args.epochs}")
+    callbacks += [backup.history, backup]
     started = time.perf_counter()
-    model.fit(
-        x_train,
-        y_train,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        validation_data=(x_test, y_test),
-        callbacks=callbacks,
-        verbose=args.verbose,
-    )
+    if initial_epoch < args.epochs:
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            initial_epoch=initial_epoch,
+            validation_data=(x_test, y_test),
+            callbacks=callbacks,
+            verbose=args.verbose,
+        )
     wall = time.perf_counter() - started
 
-    model.save(out / "model.keras")
+    files.save_model(model, out / "model.keras")
     test_error = test_error_percent(model, x_test, y_test)
 
     history = plots.read_history(out / "history.csv")
@@ -563,9 +667,11 @@ def main(argv: list | None = None) -> dict:
     print(
         f"test error: {test_error:.2f}%  compression: {report_dict['compression']:.1f}x"
     )
-    (out / "report.json").write_text(json.dumps(report_dict, indent=2) + "\n")
     if not args.no_plots:
         plots.save_all(out, model, history)
+    # The report last: it marks the run finished. Only then the backup goes.
+    files.write_text(out / "report.json", json.dumps(report_dict, indent=2) + "\n")
+    backup.remove()
     print(f"run folder: {out}")
     return report_dict
 

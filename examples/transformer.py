@@ -30,6 +30,7 @@ import numpy as np
 
 import keras_sparsevd as ksvd
 from examples import data as data_lib
+from keras_sparsevd import files
 
 
 def transformer(
@@ -87,8 +88,8 @@ def linear_decay(lr: float, epochs: int):
 def serve_without_package(saved_model: Path, x: np.ndarray, expected: np.ndarray):
     """Runs examples/serve_check.py in an isolated process; its output line."""
     folder = saved_model.parent
-    np.save(folder / "serve_x.npy", x)
-    np.save(folder / "serve_expected.npy", expected)
+    files.write_with(folder / "serve_x.npy", lambda f: np.save(f, x))
+    files.write_with(folder / "serve_expected.npy", lambda f: np.save(f, expected))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
         [
@@ -156,7 +157,7 @@ def main(argv: list | None = None) -> dict:
     )
     dense_seconds = time.perf_counter() - started
     dense_error = error_percent(dense, x_test, y_test)
-    dense.save(out / "dense.keras", include_optimizer=False)
+    files.save_model(dense, out / "dense.keras", include_optimizer=False)
 
     sparse = ksvd.sparsify(dense, log_sigma2_initializer=args.log_sigma2_init)
     converted_error = error_percent(sparse, x_test, y_test)
@@ -181,7 +182,7 @@ def main(argv: list | None = None) -> dict:
     )
     sparse_seconds = time.perf_counter() - started
     sparse_error = error_percent(sparse, x_test, y_test)
-    sparse.save(out / "sparse.keras", include_optimizer=False)
+    files.save_model(sparse, out / "sparse.keras", include_optimizer=False)
     report = ksvd.sparsity_report(sparse)
     print(report)
 
@@ -190,7 +191,8 @@ def main(argv: list | None = None) -> dict:
     expected = sparse.predict(sample, verbose=0)
     strip_diff = float(np.max(np.abs(plain.predict(sample, verbose=0) - expected)))
     classes = sorted({type(layer).__name__ for layer in plain.layers})
-    plain.export(str(out / "savedmodel"), verbose=False)
+    with files.atomic_folder(out / "savedmodel") as tmp:
+        plain.export(tmp, verbose=False)
     served = serve_without_package(out / "savedmodel", sample, expected)
     print(served)
 
@@ -210,7 +212,7 @@ def main(argv: list | None = None) -> dict:
         "dense_train_seconds": dense_seconds,
         "sparse_train_seconds": sparse_seconds,
     }
-    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    files.write_text(out / "report.json", json.dumps(result, indent=2) + "\n")
     print(
         f"dense {dense_error:.2f}% -> sparsified {converted_error:.2f}% -> "
         f"fine-tuned {sparse_error:.2f}% at {report.compression:.1f}x"

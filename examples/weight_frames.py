@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 import keras_sparsevd as ksvd
+from keras_sparsevd import files
 
 KINDS = ("filters", "block", "fields")
 
@@ -359,7 +360,4 @@ def _frame_files(folder: Path) -> list[tuple[Path, int]]:
 
 def _replace(path: Path, write: Any) -> None:
     """Writes `path` through a temporary file, then renames it into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+    files.write_with(path, write)

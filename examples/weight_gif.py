@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from examples.weight_frames import Frames
+from keras_sparsevd import files
 
 # The fixed palette: colour-map levels for the weights (odd, so that 0 has a
 # level of its own), then the special colours, then greys for the text's
@@ -299,11 +300,12 @@ def write_gif(
     durations = [frame_ms] * len(images)
     durations[-1] = max(frame_ms, round(1000 * hold_last_s))
     path = Path(path)
-    images[0].save(
-        path,
-        save_all=True,
-        append_images=images[1:],
-        duration=durations,
-        loop=0,
-    )
+    with files.atomic_path(path) as tmp:
+        images[0].save(
+            tmp,
+            save_all=True,
+            append_images=images[1:],
+            duration=durations,
+            loop=0,
+        )
     return path

@@ -21,7 +21,16 @@ def svd_layers(model: keras.layers.Layer) -> list:
 
     Returns:
         The `SparseVDLayer` instances, in order, each once.
+
+    Raises:
+        TypeError: if `model` is not a Keras layer or model.
     """
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            f"`model` must be a Keras model or layer, got {type(model).__name__} "
+            f"{model!r}: pass the model itself (e.g. the one `keras.Sequential` "
+            "or `keras.models.load_model` returned)."
+        )
     if isinstance(model, SparseVDLayer):
         return [model]
     found = []
@@ -155,6 +164,7 @@ def set_kl_weight(model: keras.layers.Layer, value: float) -> None:
         value: the KL weight, a finite number >= 0.
 
     Raises:
+        TypeError: if `model` is not a Keras model or layer.
         ValueError: if `value` is negative or not finite, or `model` holds no
             Sparse VD layer.
     """

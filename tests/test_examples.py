@@ -522,3 +522,45 @@ def test_results_table_seed_summary_groups_recipes(tmp_path):
         "| LeNet-5-Caffe | Sparse VD, constant-linear lr | 200 | 0 | 0.70 "
         "| 0.70-0.70 | 300.0x | 300.0-300.0x |",
     ]
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a crafted data folder could do."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+def test_cifar_pickles_are_read_without_running_code(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = _cifar_batch(2, b"labels")
+        if name == "data_batch_3":
+            batch[b"labels"] = _RunsCode(f"touch {marker}")
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    with pytest.raises(data.DataError, match="data_batch_3.*refused posix.system"):
+        data.load("cifar10", tmp_path)
+    assert not marker.exists()
+    # Python 2's layout (protocol 2, str keys as bytes) still loads.
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump(_cifar_batch(2, b"labels"), f, protocol=2)
+    (x_train, _), _ = data.load("cifar10", tmp_path)
+    assert x_train.shape == (10, 32, 32, 3)
+
+
+def test_an_empty_dataset_is_refused(tmp_path):
+    make_mnist_folder(tmp_path, n_train=0, n_test=5)
+    with pytest.raises(data.DataError, match="training set .* holds no examples"):
+        data.load("mnist", tmp_path)
+    make_mnist_folder(tmp_path, n_train=5, n_test=0)
+    with pytest.raises(data.DataError, match="test set .* holds no examples"):
+        data.load("mnist", tmp_path)

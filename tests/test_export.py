@@ -371,16 +371,25 @@ def test_sparse_format_lenet300_is_30x_smaller(tmp_path):
     sizes = ksvd.size_report(model, tmp_path)
 
     print(sizes)
-    dense = sizes.size("dense .keras (Sparse VD model)")
+    # The baseline is the dense float32 model of the same architecture.
+    assert sizes.entries[0].label == "dense float32 parameters"
+    dense = sizes.size("dense float32 parameters")
+    assert dense == 4 * 266_610
     stripped = sizes.size("stripped .keras")
     gzipped = sizes.size("stripped .keras, gzipped")
     sparse = sizes.size("sparse .npz")
-    assert dense == os.path.getsize(tmp_path / "dense.keras")
+    svd = sizes.size("Sparse VD .keras (for training)")
     assert sparse == os.path.getsize(tmp_path / "sparse.npz")
-    assert sparse < gzipped < stripped < dense
+    assert svd == os.path.getsize(tmp_path / "svd.keras")
+    # The stripped file is the dense architecture's .keras, zeros stored.
+    assert sparse < gzipped < dense < stripped < 1.1 * dense < svd
     assert dense / sparse >= 30, str(sizes)
     assert sizes.ratio("sparse .npz") == pytest.approx(dense / sparse)
-    json.dumps(sizes.to_dict())
+    assert sizes.ratio("Sparse VD .keras (for training)") < 1
+    assert "vs dense float32 parameters" in str(sizes).splitlines()[0]
+    assert json.loads(json.dumps(sizes.to_dict()))["baseline"] == (
+        "dense float32 parameters"
+    )
 
     loaded = ksvd.load_sparse(tmp_path / "sparse.npz")
     assert not svd_layers(loaded)

@@ -61,9 +61,18 @@ def test_cli_writes_formats_and_prints_reports(svd_model_path, tmp_path, capsys)
     assert "fc1    DenseSVD" in captured.out and "compression:" in captured.out
     assert "fc1: 30 -> 27" in captured.out
     assert "Sparse VD model match on 8 random inputs" in captured.out
-    for label in ("dense .keras", "stripped .keras", "gzipped", "sparse .npz"):
+    for label in ("stripped .keras", "gzipped", "sparse .npz"):
         assert label in captured.out
-    assert "SavedModel (folder)" in captured.out and "smaller by" in captured.out
+    assert "SavedModel (folder)" in captured.out
+    # Every size against the dense float32 model: 4 B per parameter of the
+    # architecture (6*6*30 + 30 + 30*5 + 5), not the Sparse VD input file.
+    table = captured.out[captured.out.index("file ") :]
+    assert "vs dense float32 parameters" in table.splitlines()[0]
+    baseline = 4 * (36 * 30 + 30 + 30 * 5 + 5)
+    assert f"dense float32 parameters {baseline:,}" in " ".join(table.split())
+    input_row = next(row for row in table.splitlines() if "the input" in row)
+    assert "larger" in input_row
+    assert f"{os.path.getsize(svd_model_path):,}" in input_row
     assert f"wrote {out / 'model.npz'}" in captured.out
 
     original = keras.saving.load_model(svd_model_path)
@@ -142,6 +151,76 @@ def test_cli_refuses_existing_out_dir_and_overwrites_only_its_files(
     assert sorted(os.listdir(out)) == ["model.keras", "model.npz", "notes.txt"]
     assert (out / "notes.txt").read_text() == "mine"
     assert keras.saving.load_model(out / "model.keras").get_layer("fc1").units == 30
+
+
+def test_cli_never_writes_over_its_input(tmp_path, svd_model_path, capsys):
+    # examples.train saves <run>/model.keras: exporting it into <run>.
+    run = tmp_path / "run"
+    run.mkdir()
+    model_path = run / "model.keras"
+    os.replace(svd_model_path, model_path)
+    before = model_path.read_bytes()
+    for argv in (
+        [str(model_path), str(run), "--overwrite"],
+        [str(model_path), str(run) + "/", "--overwrite", "--format", "keras"],
+        [str(run / ".." / "run" / "model.keras"), str(run), "--overwrite"],
+    ):
+        status = cli.main(argv)
+        line = _single_error_line(capsys.readouterr().err)
+        assert status == 2, argv
+        assert "would replace its input" in line and "--overwrite" not in line
+        assert model_path.read_bytes() == before
+    assert sorted(os.listdir(run)) == ["model.keras"]
+    # Formats that do not collide are fine.
+    status = cli.main([str(model_path), str(run), "--overwrite", "--format", "sparse"])
+    assert status == 0, capsys.readouterr().err
+    assert sorted(os.listdir(run)) == ["model.keras", "model.npz"]
+    assert model_path.read_bytes() == before
+
+
+def test_cli_killed_while_publishing_leaves_no_partial_or_mixed_export(
+    svd_model_path, tmp_path, monkeypatch, capsys
+):
+    from keras_sparsevd import files
+
+    def killed(source, target):
+        raise KeyboardInterrupt  # stands for a kill at the rename
+
+    # A new OUT_DIR appears whole or not at all.
+    out = tmp_path / "out"
+    monkeypatch.setattr(files, "_commit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main([svd_model_path, str(out), "--format", "keras,sparse"])
+    monkeypatch.undo()
+    assert not out.exists()
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []
+
+    # --overwrite: old outputs move aside before new ones move in, so a kill
+    # in between leaves no old output beside a new one.
+    assert cli.main([svd_model_path, str(out), "--format", "keras,sparse"]) == 0
+    old = {name: (out / name).read_bytes() for name in ("model.keras", "model.npz")}
+    renames = []
+    real_rename = os.rename
+
+    def rename_then_die(source, target):
+        renames.append(target)
+        if len(renames) == 3:  # both old outputs aside, the first new one in
+            raise KeyboardInterrupt
+        real_rename(source, target)
+
+    monkeypatch.setattr(cli.os, "rename", rename_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main([svd_model_path, str(out), "--format", "keras,sparse", "--overwrite"])
+    monkeypatch.undo()
+    for name in ("model.keras", "model.npz"):
+        assert not (out / name).exists() or (out / name).read_bytes() != old[name]
+    capsys.readouterr()
+    # The next export clears what the killed one left.
+    status = cli.main(
+        [svd_model_path, str(out), "--format", "keras,sparse", "--overwrite"]
+    )
+    assert status == 0, capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["model.keras", "model.npz"]
 
 
 def test_cli_skips_tflite_with_a_message_when_unsupported(

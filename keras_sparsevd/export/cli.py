@@ -19,11 +19,18 @@ Writes, for the formats asked for (default ``savedmodel,keras,sparse``):
 - ``OUT_DIR/model.tflite``: TFLite, where Keras can export it (else skipped
   with a message).
 
-Then prints the sparsity report and the bytes on disk of each format.
-Everything is written to a temporary folder first, so a failed export leaves
-OUT_DIR as it was. An existing OUT_DIR is refused unless ``--overwrite`` is
-given, which replaces only the files above and leaves others alone. Bad
-input gives a one-line error and exit status 2; a failed export, status 1.
+Then prints the sparsity report and the bytes on disk of each format, each
+against the dense float32 model of the same architecture (4 bytes per
+parameter), with the Sparse VD input last for comparison.
+
+Everything is written to a temporary folder beside its destination first, so
+a failed or killed export leaves OUT_DIR as it was: a new OUT_DIR appears
+whole, in one rename. An existing OUT_DIR is refused unless ``--overwrite``
+is given, which replaces only the files above and leaves others alone: the
+old ones are moved aside before the new ones move in, so a kill never leaves
+old and new exports side by side. An export never writes over its input
+(``run/model.keras`` exported into ``run`` is refused). Bad input gives a
+one-line error and exit status 2; a failed export, status 1.
 An export whose predictions differ from the Sparse VD model's (on 8 random
 inputs) is a failed export: nothing is written.
 """
@@ -35,18 +42,19 @@ import dataclasses
 import os
 import shutil
 import sys
-import tempfile
 import zipfile
 
 import keras
 import numpy as np
 
+from keras_sparsevd import files
 from keras_sparsevd.convert import tree
 from keras_sparsevd.export.select import SelectFeatures
 from keras_sparsevd.export.sizes import (
     DENSE_LABEL,
     SizeEntry,
     SizeReport,
+    dense_float32_bytes,
     measure_stripped,
     path_size,
 )
@@ -65,6 +73,11 @@ OUTPUT_NAMES = {
     "sparse": "model.npz",
     "tflite": "model.tflite",
 }
+
+
+SVD_INPUT_LABEL = "Sparse VD .keras (the input)"
+# Name prefix of the folder an export is staged in (see `files`).
+_STAGING_PREFIX = ".export" + files.TMP_MARK
 
 
 class UsageError(Exception):
@@ -87,7 +100,7 @@ def main(argv: list | None = None) -> int:
             raise UsageError(
                 "--drop-unread-inputs is part of compaction: pass --compact too."
             )
-        _check_paths(args.model, args.out_dir, args.overwrite)
+        _check_paths(args.model, args.out_dir, args.overwrite, formats)
         model = _load(args.model)
         stripped = strip_sparsevd(
             model, compact=args.compact, drop_unread_inputs=args.drop_unread_inputs
@@ -188,7 +201,7 @@ def _parse_formats(text: str) -> list:
     return list(dict.fromkeys(formats))
 
 
-def _check_paths(model_path: str, out_dir: str, overwrite: bool) -> None:
+def _check_paths(model_path: str, out_dir: str, overwrite: bool, formats: list) -> None:
     if not os.path.exists(model_path):
         raise UsageError(f"{model_path}: no such file.")
     if not os.path.isfile(model_path):
@@ -204,6 +217,17 @@ def _check_paths(model_path: str, out_dir: str, overwrite: bool) -> None:
                 "export files in it (other files are left alone), or choose a "
                 "new folder."
             )
+        model_real = os.path.realpath(model_path)
+        for name in formats:
+            target = os.path.realpath(os.path.join(out_dir, OUTPUT_NAMES[name]))
+            if model_real == target or model_real.startswith(target + os.sep):
+                raise UsageError(
+                    f"the export's {OUTPUT_NAMES[name]} would replace its input "
+                    f"{model_path}, the Sparse VD model (the only file that can be "
+                    "trained further or re-thresholded); an export never writes "
+                    f"over its input: choose another OUT_DIR, e.g. "
+                    f"{os.path.join(out_dir, 'export')}."
+                )
 
 
 def _load(model_path: str) -> keras.Model:
@@ -279,12 +303,15 @@ def _export(
     model: keras.Model, stripped: keras.Model, args: argparse.Namespace, formats: list
 ) -> tuple:
     values_dtype = "float16" if args.float16 else "float32"
-    staging = tempfile.mkdtemp(prefix="keras_sparsevd_export_")
+    # On the destination's file system, so that moving into place is a rename.
+    out_dir = os.path.abspath(args.out_dir)
+    exists = os.path.isdir(out_dir)
+    if exists:
+        _remove_staging_left_by_killed_exports(out_dir)
+    staging = files.temporary_folder(out_dir if exists else os.path.dirname(out_dir))
     try:
         # (entry, the format whose file it is, or "input")
-        measured = [
-            (SizeEntry(DENSE_LABEL, path_size(args.model), args.model), "input")
-        ]
+        measured = [(SizeEntry(DENSE_LABEL, dense_float32_bytes(model)), "input")]
         stripped_entries = measure_stripped(stripped, staging, values_dtype)
         measured += zip(stripped_entries, ("keras", None, "sparse"))
         ready = {"keras": stripped_entries[0].path, "sparse": stripped_entries[2].path}
@@ -302,9 +329,14 @@ def _export(
             except TFLiteNotSupportedError as error:
                 print(f"tflite: skipped: {error}", file=sys.stderr)
                 formats = [name for name in formats if name != "tflite"]
-        written = _move_into(
-            args.out_dir, {name: ready[name] for name in formats}, args.overwrite
+        measured.append(
+            (SizeEntry(SVD_INPUT_LABEL, path_size(args.model), args.model), "input")
         )
+        sources = {name: ready[name] for name in formats}
+        if exists:
+            written = _move_into(out_dir, sources, staging)
+        else:
+            written = _publish_new_folder(out_dir, sources, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     # Staged files are gone now: keep a path only where a file was delivered.
@@ -315,18 +347,52 @@ def _export(
     return SizeReport(entries), list(written.values())
 
 
-def _move_into(out_dir: str, sources: dict, overwrite: bool) -> dict:
-    """Moves each staged output to its name in `out_dir`; the final paths."""
-    # Checked again here: the folder may have appeared during the export.
-    os.makedirs(out_dir, exist_ok=overwrite)
+def _remove_staging_left_by_killed_exports(out_dir: str) -> None:
+    for name in os.listdir(out_dir):
+        if name.startswith(_STAGING_PREFIX):
+            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+
+
+def _publish_new_folder(out_dir: str, sources: dict, staging: str) -> dict:
+    """Makes `staging` the new `out_dir`, holding only the outputs, in one rename."""
+    keep = {os.path.abspath(path) for path in sources.values()}
+    for name in os.listdir(staging):
+        path = os.path.join(staging, name)
+        if path not in keep:
+            _remove(path)
+    for name, source in sources.items():
+        os.rename(source, os.path.join(staging, OUTPUT_NAMES[name]))
+    try:
+        files.publish_folder(staging, out_dir)
+    except OSError as error:
+        # The folder appeared during the export.
+        raise UsageError(f"{out_dir} appeared during the export: {error}") from None
+    return {name: os.path.join(out_dir, OUTPUT_NAMES[name]) for name in sources}
+
+
+def _move_into(out_dir: str, sources: dict, staging: str) -> dict:
+    """Moves each staged output to its name in `out_dir` (--overwrite).
+
+    The old outputs are all moved aside first, then the new ones in: a kill
+    on the way leaves some outputs new and others missing, never a mix of
+    two exports; the next export clears what was moved aside.
+    """
+    aside = os.path.join(staging, "replaced")
+    os.mkdir(aside)
+    for name in sources:
+        target = os.path.join(out_dir, OUTPUT_NAMES[name])
+        if os.path.lexists(target):
+            os.rename(target, os.path.join(aside, OUTPUT_NAMES[name]))
     written = {}
     for name, source in sources.items():
         target = os.path.join(out_dir, OUTPUT_NAMES[name])
-        # Reached only with --overwrite, or in the folder just created.
-        if os.path.isdir(target) and not os.path.islink(target):
-            shutil.rmtree(target)
-        elif os.path.lexists(target):
-            os.remove(target)
-        shutil.move(source, target)
+        os.rename(source, target)
         written[name] = target
     return written
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.remove(path)

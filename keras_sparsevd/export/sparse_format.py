@@ -38,18 +38,23 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import zipfile
+import zlib
 from typing import Any
 
 import keras
 import numpy as np
 
+from keras_sparsevd import files
 from keras_sparsevd.export.strip import strip_sparsevd
 from keras_sparsevd.model_helpers import svd_layers
 
 FORMAT_NAME = "keras_sparsevd.sparse"
 FORMAT_VERSION = 1
 _VALUES_DTYPES = ("float32", "float16")
+# The loaded weights may take at most this many times the file's bytes.
+MAX_EXPANSION = 4096.0
 # A zero byte in "delta8" advances by this much without placing a value.
 _DELTA_MAX = 255
 
@@ -103,65 +108,300 @@ def save_sparse(
         "weights": entries,
     }
     header_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-    np.savez_compressed(filepath, header=header_bytes, **arrays)
+    filepath = os.fspath(filepath)
+    if not filepath.endswith(".npz"):
+        filepath += ".npz"  # as `np.savez_compressed` names it
+    files.write_with(
+        filepath, lambda f: np.savez_compressed(f, header=header_bytes, **arrays)
+    )
 
 
 def load_sparse(
-    filepath: str | os.PathLike, custom_objects: dict | None = None
+    filepath: str | os.PathLike,
+    custom_objects: dict | None = None,
+    max_expansion: float = MAX_EXPANSION,
 ) -> keras.Model:
     """Loads a model written by `save_sparse` as a plain Keras model.
+
+    Every file is checked before anything is allocated from it: each member's
+    declared shape against the bytes the archive holds, the weights' shapes
+    against the architecture (built without allocating its variables), and
+    the weights' total bytes against `max_expansion` times the file's size.
+    So a damaged or crafted file costs memory in proportion to its own size,
+    and is answered with a `ValueError`.
 
     Args:
         filepath: the ``.npz`` file.
         custom_objects: custom layer classes or functions the architecture
             needs, as for `keras.models.model_from_json`.
+        max_expansion: the loaded weights may take at most this many times
+            the file's bytes (at least 16 MiB). The default, 4096, is far
+            above what pruning gives (a model 99.9% sparse is about 1000x
+            smaller in this format); raise it for a file you trust.
 
     Returns:
         A built, uncompiled Keras model with the saved weights.
 
     Raises:
         ValueError: if the file is not in this format, is of a newer
-            version, or does not match its own architecture.
+            version, is damaged, or does not match its own architecture.
     """
-    try:
-        archive = np.load(filepath, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    name = repr(os.fspath(filepath))
+    if not (isinstance(max_expansion, (int, float)) and max_expansion > 0):
         raise ValueError(
-            f"Cannot read {os.fspath(filepath)!r} as a sparse model file: {error}"
-        ) from error
-    with archive:
-        if "header" not in archive.files:
-            raise ValueError(
-                f"{os.fspath(filepath)!r} is an .npz file but not a "
-                f"{FORMAT_NAME} file (it has no 'header' member)."
-            )
-        header = json.loads(archive["header"].tobytes().decode("utf-8"))
-        if header.get("format") != FORMAT_NAME:
-            raise ValueError(
-                f"{os.fspath(filepath)!r} is not a {FORMAT_NAME} file "
-                f"(format {header.get('format')!r})."
-            )
-        if header.get("version", 0) > FORMAT_VERSION:
-            raise ValueError(
-                f"{os.fspath(filepath)!r} is version {header['version']} of the "
-                f"sparse format; this keras_sparsevd reads up to version "
-                f"{FORMAT_VERSION}. Upgrade keras_sparsevd."
-            )
-        weights = [
-            decode_array(entry, archive, f"w{i}")
-            for i, entry in enumerate(header["weights"])
-        ]
-    model = keras.models.model_from_json(
-        json.dumps(header["model"]), custom_objects=custom_objects
-    )
-    expected = [tuple(w.shape) for w in model.weights]
-    found = [tuple(w.shape) for w in weights]
-    if expected != found:
-        raise ValueError(
-            f"The weights stored in {os.fspath(filepath)!r} do not match its "
-            f"architecture: expected shapes {expected}, found {found}."
+            f"`max_expansion` must be a positive number, got {max_expansion!r}."
         )
-    model.set_weights(weights)
+    try:
+        file_bytes = os.path.getsize(filepath)
+        with zipfile.ZipFile(filepath) as archive:
+            members = _members(archive, file_bytes, name)
+            header = _read_header(archive, members, name)
+            budget = max(_MIN_BUDGET, float(max_expansion) * file_bytes)
+            entries = _check_entries(header["weights"], members, budget, name)
+            model = _build_checked(header["model"], entries, custom_objects, name)
+            weights = [
+                decode_array(entry, _Members(archive, members, name), f"w{i}")
+                for i, entry in enumerate(entries)
+            ]
+    except ValueError:
+        raise
+    except (
+        OSError,
+        EOFError,
+        RecursionError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,
+        struct.error,
+    ) as error:
+        raise ValueError(
+            f"Cannot read {name} as a sparse model file: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    try:
+        model.set_weights(weights)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{name}: its weights do not fit its model ({error})."
+        ) from error
+    return model
+
+
+# Files smaller than 4 KiB may still hold weights of this many bytes.
+_MIN_BUDGET = 16 * 2**20
+# The most deflate can compress: 1032 to 1 (plus a little for headers).
+_DEFLATE_RATIO = 1032
+_NPY_HEADER_MAX = 10_000
+_ENCODINGS = ("dense", "delta8", "bitmask")
+_WEIGHT_DTYPES = (
+    "float16",
+    "float32",
+    "float64",
+    "bfloat16",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+)
+
+
+def _members(archive: zipfile.ZipFile, file_bytes: int, name: str) -> dict:
+    """``{member name without .npy: ZipInfo}``, each checked against the file."""
+    members = {}
+    compressed = 0
+    for info in archive.infolist():
+        if info.flag_bits & 0x1:
+            raise ValueError(f"{name}: member {info.filename!r} is encrypted.")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ValueError(
+                f"{name}: member {info.filename!r} uses an unknown compression."
+            )
+        if not info.filename.endswith(".npy"):
+            raise ValueError(f"{name}: member {info.filename!r} is not an array.")
+        ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _DEFLATE_RATIO
+        if info.file_size > ratio * info.compress_size + 1024:
+            raise ValueError(
+                f"{name}: member {info.filename!r} claims {info.file_size} bytes, "
+                f"more than its {info.compress_size} compressed bytes can hold."
+            )
+        compressed += info.compress_size
+        members[info.filename[: -len(".npy")]] = info
+    if compressed > file_bytes:
+        raise ValueError(
+            f"{name}: its members claim {compressed} bytes, more than the file's "
+            f"{file_bytes}: the file is truncated or damaged."
+        )
+    return members
+
+
+class _Members:
+    """Reads the checked ``.npy`` members of an archive, by key."""
+
+    def __init__(self, archive: zipfile.ZipFile, members: dict, name: str) -> None:
+        self.archive, self.members, self.name = archive, members, name
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.members
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return _read_member(self.archive, self.members, key, self.name)
+
+
+def _read_member(
+    archive: zipfile.ZipFile, members: dict, key: str, name: str
+) -> np.ndarray:
+    """One ``.npy`` member, its declared shape checked against its bytes first."""
+    if key not in members:
+        raise ValueError(f"{name}: member {key!r} is missing.")
+    info = members[key]
+    with archive.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                read = np.lib.format.read_array_header_1_0
+            elif version == (2, 0):
+                read = np.lib.format.read_array_header_2_0
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran, dtype = read(f, max_header_size=_NPY_HEADER_MAX)
+        except (ValueError, SyntaxError, TypeError) as error:
+            raise ValueError(
+                f"{name}: member {key!r} has a bad header ({error})."
+            ) from None
+        if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+            raise ValueError(f"{name}: member {key!r} is not a plain numeric array.")
+        count = 1
+        for dim in shape:
+            count *= int(dim)
+        nbytes = count * dtype.itemsize
+        if nbytes != info.file_size - f.tell():
+            raise ValueError(
+                f"{name}: member {key!r} declares {nbytes} bytes of data but holds "
+                f"{info.file_size - f.tell()}."
+            )
+        data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise ValueError(f"{name}: member {key!r} is truncated.")
+    array = np.frombuffer(data, dtype=dtype, count=count)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _read_header(archive: zipfile.ZipFile, members: dict, name: str) -> dict:
+    if "header" not in members:
+        raise ValueError(
+            f"{name} is an .npz file but not a {FORMAT_NAME} file (it has no "
+            "'header' member)."
+        )
+    raw = _read_member(archive, members, "header", name)
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ValueError(f"{name}: its header is not a byte string.")
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"{name}: its header is not JSON ({error}).") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        found = header.get("format") if isinstance(header, dict) else None
+        raise ValueError(f"{name} is not a {FORMAT_NAME} file (format {found!r}).")
+    version = header.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{name}: bad format version {version!r}.")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{name} is version {version} of the sparse format; this "
+            f"keras_sparsevd reads up to version {FORMAT_VERSION}. Upgrade "
+            "keras_sparsevd."
+        )
+    if not isinstance(header.get("model"), dict):
+        raise ValueError(f"{name}: its header holds no model config.")
+    if not isinstance(header.get("weights"), list):
+        raise ValueError(f"{name}: its header holds no list of weights.")
+    return header
+
+
+def _check_entries(entries: list, members: dict, budget: float, name: str) -> list:
+    """The header's weight entries, checked; their dense bytes within `budget`."""
+    checked = []
+    total = 0
+    for i, entry in enumerate(entries):
+        where = f"{name}: weight {i}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} is not described by an object.")
+        shape = entry.get("shape")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40
+            for d in shape
+        ):
+            raise ValueError(f"{where}: bad shape {shape!r}.")
+        if entry.get("dtype") not in _WEIGHT_DTYPES:
+            raise ValueError(f"{where}: bad dtype {entry.get('dtype')!r}.")
+        if entry.get("encoding") not in _ENCODINGS:
+            raise ValueError(f"{where}: unknown encoding {entry.get('encoding')!r}.")
+        size = 1
+        for dim in shape:
+            size *= dim
+        total += size * _itemsize(entry["dtype"])
+        if total > budget:
+            raise ValueError(
+                f"{where}: the weights would take more than {int(budget):,} bytes, "
+                "far more than a file of this size can describe: the file is "
+                "damaged or crafted (pass a larger `max_expansion` if you trust it)."
+            )
+        keys = (
+            [f"w{i}"]
+            if entry["encoding"] == "dense"
+            else [f"w{i}.values", f"w{i}.index"]
+        )
+        for key in keys:
+            if key not in members:
+                raise ValueError(f"{where}: member {key!r} is missing.")
+        checked.append(entry)
+    return checked
+
+
+def _itemsize(dtype: str) -> int:
+    return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+
+
+def _build_checked(
+    config: dict, entries: list, custom_objects: dict | None, name: str
+) -> keras.Model:
+    """The architecture of `config`, once its weight shapes match `entries`.
+
+    The shapes are read from a copy built in a stateless scope, whose
+    variables are never allocated, so a config claiming huge layers costs
+    nothing before it is refused.
+    """
+    from keras.src.backend.common import global_state
+    from keras.src.backend.common.stateless_scope import StatelessScope
+
+    text = json.dumps(config)
+    expected = [tuple(entry["shape"]) for entry in entries]
+    pending = list(global_state.get_global_attribute("uninitialized_variables") or [])
+    try:
+        with StatelessScope(initialize_variables=False):
+            probe = keras.models.model_from_json(text, custom_objects=custom_objects)
+            found = [tuple(w.shape) for w in probe.weights]
+    except Exception as error:  # noqa: BLE001 - any failure is a bad config
+        raise ValueError(
+            f"{name}: its architecture cannot be built "
+            f"({type(error).__name__}: {error})."
+        ) from error
+    finally:
+        # The probe's variables must never be initialized by a later scope.
+        global_state.set_global_attribute("uninitialized_variables", pending)
+    if found != expected:
+        raise ValueError(
+            f"The weights stored in {name} do not match its architecture: "
+            f"expected shapes {found}, found {expected}."
+        )
+    model = keras.models.model_from_json(text, custom_objects=custom_objects)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"{name}: its architecture is not a model.")
     return model
 
 
@@ -195,25 +435,42 @@ def encode_array(array: np.ndarray, values_dtype: str = "float32") -> tuple:
 
 
 def decode_array(entry: dict, archive: Any, key: str) -> np.ndarray:
-    """Inverse of `encode_array` for one header entry of an open archive."""
+    """Inverse of `encode_array` for one header entry of an open archive.
+
+    Raises:
+        ValueError: if the stored members do not describe an array of the
+            entry's shape (a damaged file).
+    """
     shape = tuple(entry["shape"])
     dtype = np.dtype(entry["dtype"])
     encoding = entry["encoding"]
-    if encoding == "dense":
-        return archive[key].astype(dtype).reshape(shape)
     size = int(np.prod(shape, dtype=np.int64))
-    values = archive[key + ".values"].astype(dtype)
+    if encoding == "dense":
+        stored = archive[key]
+        if stored.size != size:
+            raise ValueError(
+                f"Corrupt sparse weight {key!r}: {stored.size} values for shape "
+                f"{shape}."
+            )
+        return stored.astype(dtype).reshape(shape)
+    values = archive[key + ".values"]
     index = archive[key + ".index"]
+    if values.ndim != 1 or index.ndim != 1 or index.dtype != np.uint8:
+        raise ValueError(f"Corrupt sparse weight {key!r}: bad member shapes or types.")
+    if values.size > size:
+        raise ValueError(f"Corrupt sparse weight {key!r}: more values than weights.")
     if encoding == "delta8":
         positions = decode_deltas(index)
     elif encoding == "bitmask":
+        if index.size != (size + 7) // 8:
+            raise ValueError(f"Corrupt sparse weight {key!r}: bitmask of wrong length.")
         positions = np.flatnonzero(np.unpackbits(index, count=size))
     else:
         raise ValueError(f"Unknown weight encoding {encoding!r} for {key!r}.")
     if positions.size != values.size or (positions.size and positions[-1] >= size):
         raise ValueError(f"Corrupt sparse weight {key!r}: index and values disagree.")
     flat = np.zeros(size, dtype=dtype)
-    flat[positions] = values
+    flat[positions] = values.astype(dtype)
     return flat.reshape(shape)
 
 

@@ -6,6 +6,8 @@ import os
 
 import keras
 
+from keras_sparsevd import files
+
 # Newer Keras calls the format "litert"; a few releases called it "tflite".
 _FORMAT_NAMES = ("litert", "tflite")
 
@@ -35,7 +37,8 @@ def export_tflite(model: keras.Model, filepath: str | os.PathLike) -> None:
         raise ValueError(f"`filepath` must end in '.tflite', got {filepath!r}.")
     for name in _FORMAT_NAMES:
         try:
-            model.export(filepath, format=name, verbose=False)
+            with files.atomic_path(filepath) as tmp:
+                model.export(tmp, format=name, verbose=False)
             return
         except ValueError as error:
             # Only "Unrecognized format=..." means: try the other name.

@@ -10,6 +10,7 @@ from keras_sparsevd import _keras_compat as _compat
 from keras_sparsevd.layers.base import (
     WithoutRecord,
     adopt,
+    check_bool,
     check_seed,
     check_threshold,
     get_log_sigma2_initializer,
@@ -79,9 +80,9 @@ class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
     ) -> None:
         seed = check_seed(seed)
         super().__init__(num_heads, key_dim, seed=seed, **kwargs)
-        self.threshold = check_threshold(threshold)
+        self.threshold = threshold
         self.log_sigma2_initializer = get_log_sigma2_initializer(log_sigma2_initializer)
-        self.train_clip = bool(train_clip)
+        self.train_clip = check_bool("train_clip", train_clip)
         self.seed = seed
         self._projection_count = 0
 
@@ -119,7 +120,9 @@ class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
     # ------------------------------------------------------------------
     # In-place conversion (see `keras_sparsevd.layers.base.adopt`).
     def _adopt_plain(self, svd_args: dict) -> None:
-        self.threshold = check_threshold(svd_args.get("threshold", 3.0))
+        # Not through the `threshold` setter: the projections are not Sparse
+        # VD yet; they get it from `_projection_args`.
+        self._threshold = check_threshold(svd_args.get("threshold", 3.0))
         self.log_sigma2_initializer = get_log_sigma2_initializer(
             svd_args.get("log_sigma2_initializer")
         )
@@ -142,7 +145,7 @@ class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
             layer = getattr(self, attr, None)
             if isinstance(layer, EinsumDenseSVD):
                 release(layer, keras.layers.EinsumDense)
-        for name in ("threshold", "log_sigma2_initializer", "train_clip"):
+        for name in ("_threshold", "log_sigma2_initializer", "train_clip"):
             _compat.drop_attribute(self, name)
         _compat.drop_attribute(self, "_projection_count")
 
@@ -162,6 +165,17 @@ class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
 
     def load_own_variables(self, store: Any) -> None:
         super().load_own_variables(WithoutRecord(store))
+
+    @property
+    def threshold(self) -> float:
+        """The projections' log-alpha threshold; setting it sets theirs."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: Any) -> None:
+        self._threshold = check_threshold(value)
+        for layer in self.projections.values():
+            layer.threshold = self._threshold
 
     @property
     def projections(self) -> dict:

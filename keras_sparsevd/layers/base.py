@@ -12,6 +12,12 @@ from keras import ops
 
 from keras_sparsevd import _keras_compat as _compat
 from keras_sparsevd.kl import LOG_ALPHA_MAX, LOG_ALPHA_MIN, kl_divergence
+from keras_sparsevd.layers.args import (  # noqa: F401 - importable from here too
+    check_bool,
+    check_seed,
+    check_threshold,
+    get_log_sigma2_initializer,
+)
 from keras_sparsevd.layers.replica_noise import replica_seed
 from keras_sparsevd.layers.weight_terms import THETA_EPSILON, training_terms
 
@@ -99,6 +105,8 @@ class SparseVDLayer(keras.layers.Layer):
         group_sparsity: bool = False,
         **kwargs: Any,
     ) -> None:
+        train_clip = check_bool("train_clip", train_clip)
+        group_sparsity = check_bool("group_sparsity", group_sparsity)
         if group_sparsity and self.group_kernel_axis is None:
             raise ValueError(
                 f"`group_sparsity` is not supported by {type(self).__name__}: its "
@@ -138,14 +146,47 @@ class SparseVDLayer(keras.layers.Layer):
         Shared by ``__init__`` and by `adopt`, which turns a built Keras layer
         into its Sparse VD counterpart in place.
         """
-        self.threshold = check_threshold(threshold)
-        self.train_clip = bool(train_clip)
+        self.threshold = threshold  # checked by its setter
+        self.train_clip = check_bool("train_clip", train_clip)
         self.log_sigma2_initializer = get_log_sigma2_initializer(log_sigma2_initializer)
         self.seed = check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
-        self.group_sparsity = bool(group_sparsity)
+        self.group_sparsity = group_sparsity
         self._kl_weight_set = False
         self._pending_kl_weight: float | None = None
+
+    # ------------------------------------------------------------------
+    # The threshold.
+    @property
+    def threshold(self) -> float:
+        """Weights with ``log_alpha >= threshold`` are pruned; in [-8, 8].
+
+        A new value takes effect everywhere, in `predict`, `evaluate` and
+        training functions traced before it too.
+        """
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: Any) -> None:
+        value = check_threshold(value)
+        self._threshold = value
+        variable = getattr(self, "_threshold_variable", None)
+        if variable is None:
+            # A variable, so that traced functions read the current value.
+            # Set past Keras' attribute tracking: it is no weight, so saved
+            # files keep the variables of earlier versions (the threshold is
+            # in the config); `variables` below still hands it to backends
+            # that pass state explicitly (JAX).
+            variable = keras.Variable(
+                value, dtype="float32", trainable=False, name="threshold"
+            )
+            object.__setattr__(self, "_threshold_variable", variable)
+        else:
+            variable.assign(value)
+
+    @property
+    def variables(self) -> list:
+        return super().variables + [self._threshold_variable]
 
     # ------------------------------------------------------------------
     # What subclasses provide.
@@ -447,7 +488,7 @@ class SparseVDLayer(keras.layers.Layer):
         return {name: self.mask_of(name) for name in self.svd_kernels}
 
     def _mask(self, log_alpha: Any) -> Any:
-        return ops.cast(ops.less(log_alpha, self.threshold), "float32")
+        return ops.cast(ops.less(log_alpha, self._threshold_variable), "float32")
 
     # ------------------------------------------------------------------
     # The KL weight.
@@ -558,7 +599,7 @@ class SparseVDLayer(keras.layers.Layer):
             log_sigma2 = ops.cast(self.log_sigma2_of(name), "float32")
             if training:
                 mean_kernel, variance_kernel, kernel_kl = training_terms(
-                    theta, log_sigma2, self.threshold, self.train_clip
+                    theta, log_sigma2, self._threshold_variable, self.train_clip
                 )
                 kernels[name] = (mean_kernel, variance_kernel)
             else:
@@ -590,7 +631,8 @@ class SparseVDLayer(keras.layers.Layer):
 
 # Attributes `_init_svd_state` and the variables' creation add to a layer.
 _SVD_STATE = (
-    "threshold",
+    "_threshold",
+    "_threshold_variable",
     "train_clip",
     "log_sigma2_initializer",
     "seed",
@@ -702,13 +744,6 @@ def _clipped_log_alpha(mean: Any, log_sigma2: Any) -> Any:
     return ops.clip(log_alpha, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
 
 
-def check_seed(seed: Any) -> int | None:
-    """`seed` as an int or None, or a ValueError naming the argument."""
-    if seed is not None and (isinstance(seed, bool) or not hasattr(seed, "__index__")):
-        raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
-    return None if seed is None else int(seed)
-
-
 def _symbolic() -> bool:
     """Whether Keras is tracing the layer symbolically (building a model)."""
     return _compat.in_symbolic_scope()
@@ -756,38 +791,3 @@ def standard_normal(shape: tuple, seed: Any) -> Any:
     angle = (2.0 * math.pi) * u2
     pairs = ops.concatenate([radius * ops.cos(angle), radius * ops.sin(angle)])
     return ops.reshape(pairs[:size], shape)
-
-
-def get_log_sigma2_initializer(value: Any) -> keras.initializers.Initializer:
-    """An initializer from None (constant -10), a number, or a Keras identifier."""
-    if value is None:
-        value = -10.0
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ValueError(
-                f"`log_sigma2_initializer` must be finite, got {value}: -10 is the "
-                "paper's value for training from scratch."
-            )
-        return keras.initializers.Constant(float(value))
-    try:
-        return keras.initializers.get(value)
-    except ValueError:
-        raise ValueError(
-            "`log_sigma2_initializer` must be None, a number (a constant) or a "
-            f"Keras initializer, got {value!r}."
-        ) from None
-
-
-def check_threshold(threshold: Any) -> float:
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`threshold` must be a finite number (the paper uses 3.0), got "
-            f"{threshold!r}."
-        ) from None
-    if not math.isfinite(value):
-        raise ValueError(
-            f"`threshold` must be a finite number (the paper uses 3.0), got {value}."
-        )
-    return value

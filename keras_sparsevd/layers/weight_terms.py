@@ -31,7 +31,7 @@ THETA_EPSILON = 1e-8
 
 
 def training_terms(
-    theta: Any, log_sigma2: Any, threshold: float, train_clip: bool
+    theta: Any, log_sigma2: Any, threshold: Any, train_clip: bool
 ) -> tuple:
     """Mean kernel, variance kernel and KL sum of one kernel, for training.
 
@@ -45,7 +45,8 @@ def training_terms(
     Args:
         theta: the kernel, float32.
         log_sigma2: its ``log_sigma2``, float32, same shape.
-        threshold: weights with ``log_alpha >= threshold`` are pruned.
+        threshold: weights with ``log_alpha >= threshold`` are pruned; a
+            number or a scalar variable (read when the step runs).
         train_clip: whether the mean kernel has the pruned weights zeroed.
 
     Returns:
@@ -54,14 +55,15 @@ def training_terms(
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        return _xla_terms()(theta, log_sigma2, float(threshold), bool(train_clip))
+        threshold = ops.cast(threshold, "float32")
+        return _xla_terms()(theta, log_sigma2, threshold, bool(train_clip))
     if backend == "torch":
         # Keras' torch `custom_gradient` takes functions of one output only;
         # a torch.autograd.Function of its own takes the three, with no copy.
         return _torch_terms()(
             ops.convert_to_tensor(theta),
             ops.convert_to_tensor(log_sigma2),
-            float(threshold),
+            ops.cast(threshold, "float32"),
             bool(train_clip),
         )
     return _terms(theta, log_sigma2, threshold, train_clip)
@@ -77,7 +79,7 @@ def _xla_terms() -> Any:
     return tf.function(_terms, jit_compile=True)
 
 
-def _terms(theta: Any, log_sigma2: Any, threshold: float, train_clip: bool) -> tuple:
+def _terms(theta: Any, log_sigma2: Any, threshold: Any, train_clip: bool) -> tuple:
     @ops.custom_gradient
     def terms(theta: Any, log_sigma2: Any) -> tuple:
         outputs, saved = _forward(theta, log_sigma2, threshold, train_clip)
@@ -111,7 +113,7 @@ def _make_torch_terms() -> Any:
 
         @staticmethod
         def forward(
-            ctx: Any, theta: Any, log_sigma2: Any, threshold: float, train_clip: bool
+            ctx: Any, theta: Any, log_sigma2: Any, threshold: Any, train_clip: bool
         ) -> tuple:
             outputs, saved = _forward(theta, log_sigma2, threshold, train_clip)
             # Outputs that nothing used reach `backward` as None, as on the
@@ -133,7 +135,7 @@ def _make_torch_terms() -> Any:
     return TrainingTerms.apply
 
 
-def _forward(theta: Any, log_sigma2: Any, threshold: float, train_clip: bool) -> tuple:
+def _forward(theta: Any, log_sigma2: Any, threshold: Any, train_clip: bool) -> tuple:
     """The three outputs, and what `_backward` reuses of the forward work.
 
     Returns:
