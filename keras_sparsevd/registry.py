@@ -267,5 +267,11 @@ for _plain, _sparse in (
     (L.SeparableConv1D, svd.SeparableConv1DSVD),
     (L.SeparableConv2D, svd.SeparableConv2DSVD),
     (L.MultiHeadAttention, MultiHeadAttentionSVD),
+    (L.LSTM, svd.LSTMSVD),
+    (L.GRU, svd.GRUSVD),
+    (L.SimpleRNN, svd.SimpleRNNSVD),
+    (L.LSTMCell, svd.LSTMCellSVD),
+    (L.GRUCell, svd.GRUCellSVD),
+    (L.SimpleRNNCell, svd.SimpleRNNCellSVD),
 ):
     register_layer_pair(_plain, _sparse)

@@ -20,6 +20,15 @@ from keras_sparsevd.layers.conv import (
 )
 from keras_sparsevd.layers.dense import DenseSVD, EinsumDenseSVD
 from keras_sparsevd.layers.embedding import EmbeddingSVD
+from keras_sparsevd.layers.recurrent import (
+    GRUSVD,
+    LSTMSVD,
+    GRUCellSVD,
+    LSTMCellSVD,
+    RecurrentCellSVD,
+    SimpleRNNCellSVD,
+    SimpleRNNSVD,
+)
 
 __all__ = [
     "BaseConvSVD",
@@ -37,9 +46,16 @@ __all__ = [
     "DepthwiseConv2DSVD",
     "EinsumDenseSVD",
     "EmbeddingSVD",
+    "GRUCellSVD",
+    "GRUSVD",
     "KLWeightNotSetError",
+    "LSTMCellSVD",
+    "LSTMSVD",
     "MultiHeadAttentionSVD",
+    "RecurrentCellSVD",
     "SeparableConv1DSVD",
     "SeparableConv2DSVD",
+    "SimpleRNNCellSVD",
+    "SimpleRNNSVD",
     "SparseVDLayer",
 ]
