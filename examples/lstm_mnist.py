@@ -128,7 +128,8 @@ def main(argv: list | None = None) -> dict:
     (x_train, y_train), (x_test, y_test) = data.load("mnist", args.data_dir)
     x_train, x_test = x_train.reshape(-1, 28, 28), x_test.reshape(-1, 28, 28)
     if args.train_examples:
-        x_train, y_train = x_train[: args.train_examples], y_train[: args.train_examples]
+        keep = slice(0, args.train_examples)
+        x_train, y_train = x_train[keep], y_train[keep]
     model = build_model(args.mode, args.seed)
     steps = -(-len(x_train) // args.batch_size)
     lr: Any = args.lr
@@ -194,7 +195,8 @@ def main(argv: list | None = None) -> dict:
             handle.write(text)
 
     _atomic_write(os.path.join(args.out, name + ".json"), write)
-    print(json.dumps({k: v for k, v in result.items() if k not in ("history", "report")}))
+    short = {k: v for k, v in result.items() if k not in ("history", "report")}
+    print(json.dumps(short))
     return result
 
 
