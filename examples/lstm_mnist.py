@@ -181,13 +181,15 @@ def main(argv: list | None = None) -> dict:
         result["kl"] = {"start_epoch": args.kl_start, "end_epoch": args.kl_end}
         result.update(lstm_figures(model))
         result["report"] = ksvd.sparsity_report(model).to_dict()
-        stripped = ksvd.strip_sparsevd(model)
+        # Saved first, and uncompiled: stripping clones the model, and a
+        # compiled clone would rebuild the optimizer (and its schedule).
+        inference = uncompiled(model)
+        _atomic_write(os.path.join(args.out, name + ".keras"), inference.save)
+        stripped = ksvd.strip_sparsevd(inference)
         stripped_logits = stripped.predict(x_test, batch_size=1000, verbose=0)
         result["stripped_test_error"] = 100.0 * float(
             np.mean(np.argmax(stripped_logits, axis=1) != y_test)
         )
-        path = os.path.join(args.out, name + ".keras")
-        _atomic_write(path, uncompiled(model).save)
     text = json.dumps(result, indent=2) + "\n"
 
     def write(tmp: str) -> None:
