@@ -17,6 +17,8 @@ from keras_sparsevd.export import (
 )
 from keras_sparsevd.kl import kl_divergence
 from keras_sparsevd.layers import (
+    GRUSVD,
+    LSTMSVD,
     BaseConvSVD,
     BaseConvTransposeSVD,
     BaseDepthwiseConvSVD,
@@ -32,11 +34,15 @@ from keras_sparsevd.layers import (
     DepthwiseConv2DSVD,
     EinsumDenseSVD,
     EmbeddingSVD,
+    GRUCellSVD,
     KLWeightNotSetError,
+    LSTMCellSVD,
     MultiHeadAttentionSVD,
     ReversibleEmbeddingSVD,
     SeparableConv1DSVD,
     SeparableConv2DSVD,
+    SimpleRNNCellSVD,
+    SimpleRNNSVD,
     SparseVDLayer,
 )
 from keras_sparsevd.model_helpers import (
@@ -66,8 +72,12 @@ __all__ = [
     "DepthwiseConv2DSVD",
     "EinsumDenseSVD",
     "EmbeddingSVD",
+    "GRUCellSVD",
+    "GRUSVD",
     "KLScheduler",
     "KLWeightNotSetError",
+    "LSTMCellSVD",
+    "LSTMSVD",
     "LayerSparsity",
     "MultiHeadAttentionSVD",
     "NonFiniteWeightsError",
@@ -75,6 +85,8 @@ __all__ = [
     "SelectFeatures",
     "SeparableConv1DSVD",
     "SeparableConv2DSVD",
+    "SimpleRNNCellSVD",
+    "SimpleRNNSVD",
     "SizeEntry",
     "SizeReport",
     "SparseVDLayer",

@@ -20,6 +20,15 @@ from keras_sparsevd.layers.conv import (
 )
 from keras_sparsevd.layers.dense import DenseSVD, EinsumDenseSVD
 from keras_sparsevd.layers.embedding import EmbeddingSVD, ReversibleEmbeddingSVD
+from keras_sparsevd.layers.recurrent import (
+    GRUSVD,
+    LSTMSVD,
+    GRUCellSVD,
+    LSTMCellSVD,
+    RecurrentCellSVD,
+    SimpleRNNCellSVD,
+    SimpleRNNSVD,
+)
 
 __all__ = [
     "BaseConvSVD",
@@ -37,10 +46,17 @@ __all__ = [
     "DepthwiseConv2DSVD",
     "EinsumDenseSVD",
     "EmbeddingSVD",
+    "GRUCellSVD",
+    "GRUSVD",
     "KLWeightNotSetError",
+    "LSTMCellSVD",
+    "LSTMSVD",
     "MultiHeadAttentionSVD",
+    "RecurrentCellSVD",
     "ReversibleEmbeddingSVD",
     "SeparableConv1DSVD",
     "SeparableConv2DSVD",
+    "SimpleRNNCellSVD",
+    "SimpleRNNSVD",
     "SparseVDLayer",
 ]

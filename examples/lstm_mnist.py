@@ -1,0 +1,245 @@
+"""MNIST read row by row (28 steps of 28 pixels): LSTM(128) then Dense(10).
+
+Trains the dense model, Sparse VD from scratch (``--mode svd``) or Sparse VD
+with group variables on inputs, hidden units and gates (``--mode
+structured``), and writes ``<out>/lstm-mnist-rows-<mode>-seed<k>.json``
+(test error in %, per-kernel sparsity, the LSTM's compression, neurons and
+gates kept, the command, CPU time) and, for the Sparse VD modes, the model
+as ``.keras`` (no optimizer state).
+
+Example::
+
+    python -m examples.lstm_mnist --mode svd --epochs 20 --seed 0 --out results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from typing import Any
+
+import keras
+import numpy as np
+
+import keras_sparsevd as ksvd
+from examples import data
+from keras_sparsevd.export.cloning import uncompiled
+
+UNITS = 128
+
+
+def build_model(mode: str, seed: int) -> keras.Model:
+    """LSTM(128) on (28, 28) images, then Dense(10) logits."""
+    if mode == "dense":
+        lstm = keras.layers.LSTM(UNITS, seed=seed, name="lstm")
+        head = keras.layers.Dense(10, name="logits")
+    else:
+        structured = mode == "structured"
+        lstm = ksvd.LSTMSVD(UNITS, seed=seed, group_sparsity=structured, name="lstm")
+        head = ksvd.DenseSVD(
+            10,
+            kernel_initializer="glorot_uniform",
+            seed=seed + 1,
+            group_sparsity=structured,
+            name="logits",
+        )
+    return keras.Sequential([keras.Input((28, 28)), lstm, head], name=f"lstm_{mode}")
+
+
+def lstm_figures(model: keras.Model) -> dict:
+    """Sparsity per kernel, the LSTM's compression, neurons and gates kept."""
+    cell = model.get_layer("lstm").cell
+    kernels = {}
+    total = kept = 0
+    for name in cell.svd_kernels:
+        mask = keras.ops.convert_to_numpy(cell.mask_of(name))
+        kernels[name] = {
+            "weights": int(mask.size),
+            "kept": int(mask.sum()),
+            "sparsity": float(1 - mask.mean()),
+        }
+        total += int(mask.size)
+        kept += int(mask.sum())
+    hidden = keras.ops.convert_to_numpy(cell.hidden_units_mask)
+    # A hidden unit is gone when nothing reads it: neither the recurrence
+    # nor the next layer.
+    head = model.get_layer("logits")
+    read_by_head = keras.ops.convert_to_numpy(head.input_units_mask)
+    neurons = np.maximum(hidden, read_by_head)
+    gates = keras.ops.convert_to_numpy(cell.gates_mask).reshape(4, UNITS)
+    inputs = keras.ops.convert_to_numpy(cell.input_units_mask)
+    return {
+        "kernels": kernels,
+        "lstm_weights": total,
+        "lstm_kept": kept,
+        "lstm_compression": total / kept if kept else None,
+        "hidden_units_kept": int(neurons.sum()),
+        "hidden_units_read_by_recurrence": int(hidden.sum()),
+        "hidden_units_read_by_head": int(read_by_head.sum()),
+        "gate_preactivations_kept": {
+            gate: int(row.sum())
+            for gate, row in zip(("input", "forget", "cell", "output"), gates)
+        },
+        "input_features_kept": int(inputs.sum()),
+    }
+
+
+def _atomic_write(path: str, write: Any) -> None:
+    folder = os.path.dirname(path) or "."
+    suffix = os.path.splitext(path)[1]
+    handle, tmp = tempfile.mkstemp(dir=folder, suffix=suffix)
+    os.close(handle)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def main(argv: list | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=("dense", "svd", "structured"), default="svd")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--lr-decay-from",
+        type=int,
+        default=None,
+        help="epoch from which the learning rate decays linearly to 0",
+    )
+    parser.add_argument("--kl-start", type=int, default=0)
+    parser.add_argument("--kl-end", type=int, default=5)
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--train-examples", type=int, default=None, help="first N only (smoke runs)"
+    )
+    args = parser.parse_args(argv)
+
+    keras.utils.set_random_seed(args.seed)
+    (x_train, y_train), (x_test, y_test) = data.load("mnist", args.data_dir)
+    x_train, x_test = x_train.reshape(-1, 28, 28), x_test.reshape(-1, 28, 28)
+    if args.train_examples:
+        keep = slice(0, args.train_examples)
+        x_train, y_train = x_train[keep], y_train[keep]
+    model = build_model(args.mode, args.seed)
+    steps = -(-len(x_train) // args.batch_size)
+    lr: Any = args.lr
+    if args.lr_decay_from is not None:
+        decay_steps = max(1, (args.epochs - args.lr_decay_from) * steps)
+        lr = keras.optimizers.schedules.PolynomialDecay(args.lr, decay_steps, 0.0)
+        lr = _Delayed(lr, args.lr_decay_from * steps, args.lr)
+    model.compile(
+        keras.optimizers.Adam(lr),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    callbacks: list = [_EpochLog(x_test, y_test, args.mode != "dense")]
+    if args.mode != "dense":
+        callbacks.insert(0, ksvd.KLScheduler(len(x_train), args.kl_start, args.kl_end))
+    wall, cpu = time.time(), time.process_time()
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        verbose=2,
+        callbacks=callbacks,
+    )
+    wall, cpu = time.time() - wall, time.process_time() - cpu
+    logits = model.predict(x_test, batch_size=1000, verbose=0)
+    error = 100.0 * float(np.mean(np.argmax(logits, axis=1) != y_test))
+    name = f"lstm-mnist-rows-{args.mode}-seed{args.seed}"
+    command = "python -m examples.lstm_mnist " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
+    result = {
+        "task": "MNIST rows: 28 steps of 28 pixels, LSTM(128) -> Dense(10)",
+        "mode": args.mode,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "lr_decay_from": args.lr_decay_from,
+        "test_error": error,
+        "command": command,
+        "backend": keras.backend.backend(),
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "history": callbacks[-1].rows,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    if args.mode != "dense":
+        result["kl"] = {"start_epoch": args.kl_start, "end_epoch": args.kl_end}
+        result.update(lstm_figures(model))
+        result["report"] = ksvd.sparsity_report(model).to_dict()
+        # Saved first, and uncompiled: stripping clones the model, and a
+        # compiled clone would rebuild the optimizer (and its schedule).
+        inference = uncompiled(model)
+        _atomic_write(os.path.join(args.out, name + ".keras"), inference.save)
+        stripped = ksvd.strip_sparsevd(inference)
+        stripped_logits = stripped.predict(x_test, batch_size=1000, verbose=0)
+        result["stripped_test_error"] = 100.0 * float(
+            np.mean(np.argmax(stripped_logits, axis=1) != y_test)
+        )
+    text = json.dumps(result, indent=2) + "\n"
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+
+    _atomic_write(os.path.join(args.out, name + ".json"), write)
+    short = {k: v for k, v in result.items() if k not in ("history", "report")}
+    print(json.dumps(short))
+    return result
+
+
+class _Delayed(keras.optimizers.schedules.LearningRateSchedule):
+    """`base` from step `start` on (counted from there), `constant` before."""
+
+    def __init__(self, base: Any, start: int, constant: float) -> None:
+        self.base, self.start, self.constant = base, start, constant
+
+    def __call__(self, step: Any) -> Any:
+        step = keras.ops.cast(step, "float32")
+        later = self.base(keras.ops.maximum(step - self.start, 0.0))
+        return keras.ops.where(step < self.start, self.constant, later)
+
+    def get_config(self) -> dict:
+        return {"start": self.start, "constant": self.constant}
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Test error (and the LSTM's compression) after every epoch, printed."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, sparse: bool) -> None:
+        super().__init__()
+        self.x, self.y, self.sparse, self.rows = x, y, sparse, []
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logits = self.model.predict(self.x, batch_size=1000, verbose=0)
+        row = {
+            "epoch": epoch + 1,
+            "loss": float((logs or {}).get("loss", float("nan"))),
+            "test_error": 100.0 * float(np.mean(np.argmax(logits, axis=1) != self.y)),
+            "seconds": time.time() - self.start,
+        }
+        if self.sparse:
+            figures = lstm_figures(self.model)
+            row["lstm_compression"] = figures["lstm_compression"]
+            row["hidden_units_kept"] = figures["hidden_units_kept"]
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
