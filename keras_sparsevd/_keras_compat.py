@@ -278,3 +278,54 @@ def saved_entries(weights_path: str, key: str) -> dict:
 
         f.visititems(visit)
     return entries
+
+
+# ----------------------------------------------------------------------
+# Recurrent layers: what Keras' own LSTM/GRU use inside.
+def autocast_scope_off() -> contextlib.AbstractContextManager:
+    """Reads variables in their own dtype, whatever the caller's autocast."""
+    from keras.src import backend
+
+    return backend.AutocastScope(None)
+
+
+def current_call_training() -> Any:
+    """The ``training`` flag of the layer call Keras is running, or None."""
+    from keras.src.backend.common import global_state
+
+    context = global_state.get_global_attribute("current_call_ctx")
+    return getattr(context, "training", None)
+
+
+def rnn_dropout_mask(cell: keras.layers.Layer, inputs: Any) -> Any:
+    """Keras' cached input dropout mask of a recurrent cell."""
+    from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+    return DropoutRNNCell.get_dropout_mask(cell, inputs)
+
+
+def fused_rnn(kind: str) -> Any:
+    """The backend's fused (cuDNN) loop, ``"lstm"`` or ``"gru"``."""
+    from keras.src import backend
+
+    return getattr(backend, kind)
+
+
+# ----------------------------------------------------------------------
+# Sparse files: an architecture's weight shapes without allocating them.
+def unallocated_weight_shapes(build: Any) -> list:
+    """The shapes of the weights of ``build()``'s model, never allocated.
+
+    Built in a stateless scope whose variables are not initialized, so a
+    config that claims huge layers costs nothing.
+    """
+    from keras.src.backend.common import global_state
+    from keras.src.backend.common.stateless_scope import StatelessScope
+
+    pending = list(global_state.get_global_attribute("uninitialized_variables") or [])
+    try:
+        with StatelessScope(initialize_variables=False):
+            return [tuple(w.shape) for w in build().weights]
+    finally:
+        # The probe's variables must never be initialized by a later scope.
+        global_state.set_global_attribute("uninitialized_variables", pending)

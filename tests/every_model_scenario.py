@@ -2,7 +2,7 @@
 
 Each case builds a small dense model of one kind (a functional graph with
 `keras.ops` nodes, a custom layer holding Dense/EinsumDense/attention
-attributes, `TimeDistributed`, a subclassed model, a tiny KerasHub backbone
+attributes, `TimeDistributed`, `Bidirectional(LSTM)`, a subclassed model, a tiny KerasHub backbone
 and task model) and runs the whole route: `sparsify` converts every
 registered layer wherever it sits and keeps the model's class, the
 predictions are unchanged at log sigma2 -30, two fit steps with the KL run,
@@ -98,6 +98,18 @@ def time_distributed() -> tuple:
     return model, _floats((16, 4, 6))
 
 
+def bidirectional() -> tuple:
+    model = keras.Sequential(
+        [
+            keras.Input((5, 3)),
+            keras.layers.Bidirectional(keras.layers.LSTM(4), name="bi"),
+            keras.layers.Dense(3, name="out"),
+        ],
+        name="bidirectional",
+    )
+    return model, _floats((16, 5, 3))
+
+
 def subclassed() -> tuple:
     model = Net(name="net")
     x = _floats((16, 7, 4))
@@ -142,6 +154,7 @@ CASES = {
     "ops_graph": ops_graph,
     "custom_block": custom_block,
     "time_distributed": time_distributed,
+    "bidirectional": bidirectional,
     "subclassed": subclassed,
     "hub_backbone": hub_backbone,
     "hub_task": hub_task,

@@ -46,6 +46,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_sparsevd import _keras_compat as compat
 from keras_sparsevd import files
 from keras_sparsevd.export.strip import strip_sparsevd
 from keras_sparsevd.model_helpers import svd_layers
@@ -376,24 +377,17 @@ def _build_checked(
     variables are never allocated, so a config claiming huge layers costs
     nothing before it is refused.
     """
-    from keras.src.backend.common import global_state
-    from keras.src.backend.common.stateless_scope import StatelessScope
-
     text = json.dumps(config)
     expected = [tuple(entry["shape"]) for entry in entries]
-    pending = list(global_state.get_global_attribute("uninitialized_variables") or [])
     try:
-        with StatelessScope(initialize_variables=False):
-            probe = keras.models.model_from_json(text, custom_objects=custom_objects)
-            found = [tuple(w.shape) for w in probe.weights]
+        found = compat.unallocated_weight_shapes(
+            lambda: keras.models.model_from_json(text, custom_objects=custom_objects)
+        )
     except Exception as error:  # noqa: BLE001 - any failure is a bad config
         raise ValueError(
             f"{name}: its architecture cannot be built "
             f"({type(error).__name__}: {error})."
         ) from error
-    finally:
-        # The probe's variables must never be initialized by a later scope.
-        global_state.set_global_attribute("uninitialized_variables", pending)
     if found != expected:
         raise ValueError(
             f"The weights stored in {name} do not match its architecture: "

@@ -17,10 +17,6 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
-from keras.src import backend as keras_backend
-from keras.src import tree
-from keras.src.backend.common import global_state
-from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from keras_sparsevd import _keras_compat as _compat
 from keras_sparsevd.kl import kl_divergence
@@ -244,7 +240,7 @@ class RecurrentCellSVD(SparseVDLayer):
         these kernels and the same bias computes what this cell computes at
         evaluation. Pruned weights are exactly +0.0.
         """
-        with keras_backend.AutocastScope(None):
+        with _compat.autocast_scope_off():
             kernels, _ = self._kernels_and_kl(False)
             kernels = self._fold_groups(kernels)
         return {
@@ -288,7 +284,7 @@ class RecurrentCellSVD(SparseVDLayer):
             )
         # Read the float32 variables as they are, whatever the autocast
         # scope of the RNN layer that calls this.
-        with keras_backend.AutocastScope(None):
+        with _compat.autocast_scope_off():
             return self._sequence_terms_float32(step_inputs, bool(training))
 
     def _sequence_terms_float32(
@@ -359,10 +355,9 @@ class RecurrentCellSVD(SparseVDLayer):
         # before its loop ("so that the inner loop is stateless", which JAX
         # needs): the moment to draw this sequence's weights for a bare cell.
         if self._sequence_terms is None:
-            context = global_state.get_global_attribute("current_call_ctx")
-            training = getattr(context, "training", None)
+            training = _compat.current_call_training()
             self.begin_sequence(step_input, bool(training))
-        return DropoutRNNCell.get_dropout_mask(self, step_input)
+        return _compat.rnn_dropout_mask(self, step_input)
 
     def reset_dropout_mask(self) -> None:
         super().reset_dropout_mask()
@@ -375,7 +370,7 @@ class RecurrentCellSVD(SparseVDLayer):
         if terms is None:
             # Called on its own, not by an RNN layer: one draw per call, and
             # no KL term (an RNN layer adds it once per sequence).
-            with keras_backend.AutocastScope(None):
+            with _compat.autocast_scope_off():
                 terms = self._sequence_terms_float32(inputs, bool(training))
         return self._step(ops.cast(inputs, self.compute_dtype), states, terms, training)
 
@@ -386,7 +381,7 @@ class RecurrentCellSVD(SparseVDLayer):
         """Keras' cached dropout masks of inputs and state, or None each."""
         dp = rec = None
         if training and 0.0 < self.dropout < 1.0:
-            dp = DropoutRNNCell.get_dropout_mask(self, inputs)
+            dp = _compat.rnn_dropout_mask(self, inputs)
         if training and 0.0 < self.recurrent_dropout < 1.0:
             rec = self.get_recurrent_dropout_mask(h_tm1)
         return dp, rec
@@ -521,7 +516,7 @@ class GRUCellSVD(RecurrentCellSVD, keras.layers.GRUCell):
     gates = 3
 
     def _step(self, inputs: Any, states: Any, terms: SequenceTerms, training: bool):
-        h_tm1 = states[0] if tree.is_nested(states) else states
+        h_tm1 = states[0] if keras.tree.is_nested(states) else states
         dp, rec = self._dropout_masks(inputs, h_tm1, training)
         units = self.units
         input_bias = recurrent_bias = None
@@ -563,7 +558,7 @@ class GRUCellSVD(RecurrentCellSVD, keras.layers.GRUCell):
             rec_h = self._scaled(ops.matmul(r * h_h, kernel_h), scale_h)
             hh = self.activation(x_h + rec_h)
         h = z * h_tm1 + (1 - z) * hh
-        return h, ([h] if tree.is_nested(states) else h)
+        return h, ([h] if keras.tree.is_nested(states) else h)
 
 
 @counterpart_of(keras.layers.SimpleRNNCell)
@@ -693,7 +688,7 @@ class _RecurrentSVD:
         self, sequences: Any, initial_state: Any, mask: Any, training: bool = False
     ) -> Any:
         terms = self.cell._sequence_terms
-        if tree.is_nested(mask):
+        if keras.tree.is_nested(mask):
             mask = mask[0]
         use_cudnn = getattr(self, "use_cudnn", False)
         if (
@@ -703,7 +698,7 @@ class _RecurrentSVD:
             and not self.cell.recurrent_dropout
         ):
             if training and self.cell.dropout:
-                dp_mask = DropoutRNNCell.get_dropout_mask(self.cell, sequences[:, 0, :])
+                dp_mask = _compat.rnn_dropout_mask(self.cell, sequences[:, 0, :])
                 sequences = sequences * ops.expand_dims(dp_mask, axis=1)
             try:
                 out = self._fused_loop(sequences, initial_state, mask, terms)
@@ -843,7 +838,7 @@ class LSTMSVD(_RecurrentSVD, keras.layers.LSTM):
     _sparse_cell = LSTMCellSVD
 
     def _fused_loop(self, sequences: Any, initial_state: Any, mask: Any, terms: Any):
-        return keras_backend.lstm(
+        return _compat.fused_rnn("lstm")(
             sequences,
             initial_state[0],
             initial_state[1],
@@ -894,9 +889,9 @@ class GRUSVD(_RecurrentSVD, keras.layers.GRU):
     _sparse_cell = GRUCellSVD
 
     def _fused_loop(self, sequences: Any, initial_state: Any, mask: Any, terms: Any):
-        if tree.is_nested(initial_state):
+        if keras.tree.is_nested(initial_state):
             initial_state = initial_state[0]
-        return keras_backend.gru(
+        return _compat.fused_rnn("gru")(
             sequences,
             initial_state,
             mask,
