@@ -2,9 +2,9 @@
 
 Each case builds a small dense model of one kind (a functional graph with
 `keras.ops` nodes, a custom layer holding Dense/EinsumDense/attention
-attributes, `TimeDistributed`, `Bidirectional(LSTM)`, a subclassed model, a tiny KerasHub backbone
-and task model) and runs the whole route: `sparsify` converts every
-registered layer wherever it sits and keeps the model's class, the
+attributes, `TimeDistributed`, `Bidirectional(LSTM)`, a subclassed model, a
+tiny KerasHub backbone and task model) and runs the whole route: `sparsify`
+converts every registered layer wherever it sits and keeps the model's class, the
 predictions are unchanged at log sigma2 -30, two fit steps with the KL run,
 `model.save` + `keras_sparsevd.load_model` give the same predictions, and
 `strip_sparsevd` gives back exactly the original classes with the same
