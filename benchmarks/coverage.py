@@ -256,12 +256,44 @@ def table(rows: dict) -> str:
     return "\n".join(lines)
 
 
+def write_page(result: dict, json_path: str, page_path: str) -> None:
+    """Writes the Markdown page of a run's result (`--table`)."""
+    rows = result["rows"]
+    passed = sum(1 for row in rows.values() if row.get("ok"))
+    text = (
+        "# Which Keras 3 models `sparsify` takes\n\n"
+        f"Made by `{result['command']}` (backend {result['backend']}, Keras "
+        f"{result['keras']}; JSON in `{json_path}`). Each row runs the whole "
+        "route on a model built from its config with random weights: "
+        "`sparsify` with `log_sigma2_initializer=-30` (its time, on a 2-core "
+        "CPU shared with other jobs), the largest difference from the dense "
+        "model's predictions, two training steps with the KL, `model.save` "
+        "and `keras_sparsevd.load_model` with the same predictions, and "
+        "`strip_sparsevd` back to exactly the original classes with the same "
+        "predictions. The column `keras.models.load_model` says whether Keras "
+        f"loads the file unaided (see the README). {passed} of {len(rows)} "
+        "rows pass.\n\n" + table(rows) + "\n"
+    )
+    Path(page_path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(page_path).with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, page_path)
+    print(text)
+
+
 def main(argv: list | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="results/coverage.json")
     parser.add_argument("--table", default=None, help="also write a Markdown table")
     parser.add_argument("--only", nargs="*", default=None, help="model names")
+    parser.add_argument(
+        "--page-only", action="store_true", help="rewrite --table from --out's JSON"
+    )
     args = parser.parse_args(argv)
+    if args.page_only:
+        result = json.loads(Path(args.out).read_text())
+        write_page(result, args.out, args.table or "docs/coverage.md")
+        return result
     builders = {name: application(name) for name in APPLICATIONS}
     try:
         builders.update(hub_models())
@@ -295,24 +327,7 @@ def main(argv: list | None = None) -> dict:
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, out)
     if args.table:
-        passed = sum(1 for row in rows.values() if row.get("ok"))
-        text = (
-            "# Which Keras 3 models `sparsify` takes\n\n"
-            f"Made by `{result['command']}` (backend {result['backend']}, Keras "
-            f"{result['keras']}; JSON in `{args.out}`). Each row runs the whole "
-            "route on a model built from its config with random weights: "
-            "`sparsify` with `log_sigma2_initializer=-30` (its time, on a 2-core "
-            "CPU shared with other jobs), the largest difference from the dense "
-            "model's predictions, two training steps with the KL, `model.save` "
-            "and `keras_sparsevd.load_model` with the same predictions, and "
-            "`strip_sparsevd` back to exactly the original classes with the same "
-            "predictions. The last column but one says whether "
-            "`keras.models.load_model` can load the file unaided (see the "
-            f"README). {passed} of {len(rows)} rows pass.\n\n" + table(rows)
-        )
-        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.table).write_text(text + "\n")
-        print(text)
+        write_page(result, args.out, args.table)
     return result
 
 
