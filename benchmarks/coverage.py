@@ -256,6 +256,20 @@ def table(rows: dict) -> str:
     return "\n".join(lines)
 
 
+def _commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def write_page(result: dict, json_path: str, page_path: str) -> None:
     """Writes the Markdown page of a run's result (`--table`)."""
     rows = result["rows"]
@@ -289,6 +303,9 @@ def main(argv: list | None = None) -> dict:
     parser.add_argument(
         "--page-only", action="store_true", help="rewrite --table from --out's JSON"
     )
+    parser.add_argument(
+        "--merge", action="store_true", help="replace only these rows in --out"
+    )
     args = parser.parse_args(argv)
     if args.page_only:
         result = json.loads(Path(args.out).read_text())
@@ -315,13 +332,24 @@ def main(argv: list | None = None) -> dict:
         rows[name] = row
         print(name, json.dumps(row), flush=True)
         keras.backend.clear_session()
+    command = "python -m benchmarks.coverage " + " ".join(argv or sys.argv[1:])
+    commit = _commit()
+    for row in rows.values():
+        row["run"] = f"{command} (commit {commit})"
     result = {
-        "command": "python -m benchmarks.coverage " + " ".join(argv or sys.argv[1:]),
+        "command": command,
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
         "rows": rows,
     }
     out = Path(args.out)
+    if args.merge and out.exists():
+        # Rows run again (a fix, a new model) replace theirs; each row says
+        # which command and commit made it.
+        earlier = json.loads(out.read_text())
+        earlier["rows"].update(rows)
+        earlier["command"] = f"{earlier['command']}; then {command}"
+        result = earlier
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))

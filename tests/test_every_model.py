@@ -101,3 +101,17 @@ def test_loading_needs_keras_sparsevd_load_model_only_for_hidden_layers(tmp_path
     with pytest.raises(ValueError):
         keras.models.load_model(tmp_path / "hub.keras")
     assert len(ksvd.svd_layers(ksvd.load_model(tmp_path / "hub.keras"))) == 7
+
+
+def test_a_graph_with_an_add_layer_and_an_add_op_copies():
+    # By bare name, the graph op `ops.Add` shadowed the layer `layers.Add`
+    # when the copy was loaded (MobileNetV3 has both).
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(4, name="d")(inputs)
+    h = keras.layers.Add(name="add_layer")([h, inputs]) + 3.0
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    x = np.ones((2, 4), "float32")
+    sparse = ksvd.sparsify(model, log_sigma2_initializer=-30.0, verbose=False)
+    np.testing.assert_allclose(
+        sparse.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5
+    )

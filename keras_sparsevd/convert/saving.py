@@ -232,5 +232,8 @@ def _classes(model: keras.Model) -> dict:
     found = {}
     for layer in [model] + [node.layer for node in tree.walk(model)]:
         cls = type(layer)
-        found[keras.saving.get_registered_name(cls)] = cls
+        # Keras' own classes are found by their module; by bare name, a graph
+        # op such as `ops.Add` would shadow the layer `keras.layers.Add`.
+        if not cls.__module__.startswith("keras."):
+            found[keras.saving.get_registered_name(cls)] = cls
     return found
