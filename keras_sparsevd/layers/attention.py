@@ -8,14 +8,13 @@ import keras
 
 from keras_sparsevd import _keras_compat as _compat
 from keras_sparsevd.layers.base import (
-    WithoutRecord,
+    SparseVDComposite,
     adopt,
     check_bool,
     check_seed,
     check_threshold,
     get_log_sigma2_initializer,
     release,
-    write_record,
 )
 from keras_sparsevd.layers.dense import EinsumDenseSVD
 from keras_sparsevd.registry import counterpart_of
@@ -26,7 +25,7 @@ _OPTIONAL_PROJECTIONS = ("_gate_dense",)
 
 
 @counterpart_of(keras.layers.MultiHeadAttention)
-class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
+class MultiHeadAttentionSVD(SparseVDComposite, keras.layers.MultiHeadAttention):
     """`keras.layers.MultiHeadAttention` with Sparse VD projections.
 
     Keras' own layer with its query, key, value and output projections (and
@@ -158,13 +157,6 @@ class MultiHeadAttentionSVD(keras.layers.MultiHeadAttention):
             ),
             "train_clip": self.train_clip,
         }
-
-    def save_own_variables(self, store: Any) -> None:
-        super().save_own_variables(store)
-        write_record(store, self)
-
-    def load_own_variables(self, store: Any) -> None:
-        super().load_own_variables(WithoutRecord(store))
 
     @property
     def threshold(self) -> float:

@@ -697,6 +697,23 @@ class WithoutRecord:
         return key != RECORD_KEY and key in self._store.keys()
 
 
+class SparseVDComposite:
+    """Mixin of a Sparse VD layer made of inner Sparse VD layers.
+
+    `MultiHeadAttentionSVD` (its projections) and the recurrent layers (their
+    cell) hold no Sparse VD weight of their own; they still save their
+    record (`write_record`), so that `keras_sparsevd.load_model` converts
+    them again when their parent's code made them.
+    """
+
+    def save_own_variables(self, store: Any) -> None:
+        super().save_own_variables(store)
+        write_record(store, self)
+
+    def load_own_variables(self, store: Any) -> None:
+        super().load_own_variables(WithoutRecord(store))
+
+
 def adopt(layer: keras.layers.Layer, sparse_class: type, svd_args: dict) -> None:
     """Turns a built Keras layer into its Sparse VD counterpart, in place.
 

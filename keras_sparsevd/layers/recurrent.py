@@ -25,15 +25,14 @@ from keras_sparsevd.layers.base import (
     _GROUP_MU_INIT,
     SVD_ARGS,
     KLWeightNotSetError,
+    SparseVDComposite,
     SparseVDLayer,
-    WithoutRecord,
     _clipped_log_alpha,
     _symbolic,
     adopt,
     check_seed,
     release,
     standard_normal,
-    write_record,
 )
 from keras_sparsevd.layers.replica_noise import replica_seed
 from keras_sparsevd.registry import counterpart_of
@@ -608,7 +607,7 @@ class SimpleRNNCellSVD(RecurrentCellSVD, keras.layers.SimpleRNNCell):
 
 # ----------------------------------------------------------------------
 # The RNN layers.
-class _RecurrentSVD:
+class _RecurrentSVD(SparseVDComposite):
     """The Keras RNN layer with its cell made the Sparse VD cell.
 
     Holds nothing a Keras `LSTM` / `GRU` / `SimpleRNN` does not: the Sparse
@@ -737,13 +736,6 @@ class _RecurrentSVD:
             for key, value in self.cell.svd_config().items()
             if key in self.svd_config_keys
         }
-
-    def save_own_variables(self, store: Any) -> None:
-        super().save_own_variables(store)
-        write_record(store, self)
-
-    def load_own_variables(self, store: Any) -> None:
-        super().load_own_variables(WithoutRecord(store))
 
     @property
     def threshold(self) -> float:
