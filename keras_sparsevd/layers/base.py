@@ -564,7 +564,8 @@ class SparseVDLayer(keras.layers.Layer):
             ops.sqrt(variance + _VARIANCE_EPSILON) * noise, compute_dtype
         )
 
-    def call(self, inputs: Any, training: bool | None = None) -> Any:
+    def _check_kl_weight_set(self, training: Any) -> None:
+        """Refuses a training pass whose KL term would have the wrong scale."""
         if training and not self._kl_weight_set and not _symbolic():
             raise KLWeightNotSetError(
                 f"Layer {self.name!r} is being trained but its KL weight was "
@@ -574,6 +575,9 @@ class SparseVDLayer(keras.layers.Layer):
                 "`keras_sparsevd.set_kl_weight(model, rw / N)` before a "
                 "custom training loop (N = number of training examples)."
             )
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        self._check_kl_weight_set(training)
         kernels, kl = self._kernels_and_kl(bool(training))
         inputs = self._prepare_inputs(inputs)
         if self.group_sparsity:

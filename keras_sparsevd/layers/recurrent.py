@@ -24,11 +24,9 @@ from keras_sparsevd.layers.base import (
     _GROUP_LOG_SIGMA2_INIT,
     _GROUP_MU_INIT,
     SVD_ARGS,
-    KLWeightNotSetError,
     SparseVDComposite,
     SparseVDLayer,
     _clipped_log_alpha,
-    _symbolic,
     adopt,
     check_seed,
     release,
@@ -272,15 +270,7 @@ class RecurrentCellSVD(SparseVDLayer):
             A `SequenceTerms`, with the cell's KL (weights and groups, not
             yet scaled by the KL weight).
         """
-        if training and not self._kl_weight_set and not _symbolic():
-            raise KLWeightNotSetError(
-                f"Layer {self.name!r} is being trained but its KL weight was "
-                "never set, so the KL term would have the wrong scale. Pass "
-                "`keras_sparsevd.KLScheduler(num_train_examples=N)` in "
-                "`model.fit(..., callbacks=[...])`, or call "
-                "`keras_sparsevd.set_kl_weight(model, rw / N)` before a "
-                "custom training loop (N = number of training examples)."
-            )
+        self._check_kl_weight_set(training)
         # Read the float32 variables as they are, whatever the autocast
         # scope of the RNN layer that calls this.
         with _compat.autocast_scope_off():
