@@ -69,25 +69,27 @@ def test_a_new_threshold_reaches_predict_and_evaluate_after_a_first_call():
 
 
 def test_a_new_threshold_reaches_a_compiled_train_step():
-    # log alpha = -8 everywhere: the training noise is negligible, so the
-    # step's loss is that of the masked means (train_clip on d1).
+    # log alpha = -8 everywhere (the clip's floor): the training noise is small
+    # and zero-mean, so over a large batch the step's loss is that of the
+    # masked means plus a little (train_clip on d1). With a batch of 8 the
+    # noise's cross term alone could move the loss by 0.03.
     model = model_with_spread_log_alpha()
     for layer in ksvd.svd_layers(model):
         theta = keras.ops.convert_to_numpy(layer.kernel)
         layer.log_sigma2.assign(np.log(theta**2 + 1e-8) - 8.0)
     model.compile(keras.optimizers.SGD(0.0), loss="mse")
     ksvd.set_kl_weight(model, 0.0)
-    x = RNG.normal(size=(8, 6)).astype("float32")
-    y = masked_output(model, x) + 0.1  # the kept model's loss is 0.01
+    x = RNG.normal(size=(4096, 6)).astype("float32")
+    y = masked_output(model, x) + 0.5  # the kept model's loss is 0.25
 
     def expected_loss():
         return float(np.mean((masked_output(model, x) - y) ** 2))
 
     kept = expected_loss()
-    assert model.train_on_batch(x, y) == pytest.approx(kept, abs=0.02)
+    assert model.train_on_batch(x, y) == pytest.approx(kept, abs=0.05)
     model.get_layer("d1").threshold = -8.0  # every weight of d1 pruned
     pruned = expected_loss()
-    assert pruned > 0.5
+    assert pruned > 1.0
     assert model.train_on_batch(x, y) == pytest.approx(pruned, rel=0.05)
 
 
