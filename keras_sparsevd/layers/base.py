@@ -12,13 +12,13 @@ from keras import ops
 
 from keras_sparsevd import _keras_compat as _compat
 from keras_sparsevd.kl import LOG_ALPHA_MAX, LOG_ALPHA_MIN, kl_divergence
+from keras_sparsevd.layers import replica_noise
 from keras_sparsevd.layers.args import (  # noqa: F401 - importable from here too
     check_bool,
     check_seed,
     check_threshold,
     get_log_sigma2_initializer,
 )
-from keras_sparsevd.layers.replica_noise import replica_seed
 from keras_sparsevd.layers.weight_terms import THETA_EPSILON, training_terms
 
 # Added under the square root so that its gradient stays finite where the
@@ -431,7 +431,7 @@ class SparseVDLayer(keras.layers.Layer):
             shape = [1] * len(inputs.shape)
             shape[0] = ops.shape(inputs)[0]
             shape[axis] = inputs.shape[axis]
-            noise = standard_normal(tuple(shape), replica_seed(self.seed_generator))
+            noise = standard_normal(tuple(shape), self.seed_generator)
             scale = ops.reshape(mean, broadcast) + ops.reshape(sigma, broadcast) * noise
         return inputs * ops.cast(scale, self.compute_dtype)
 
@@ -559,7 +559,7 @@ class SparseVDLayer(keras.layers.Layer):
         if variance_inputs is None:
             variance_inputs = self._variance_inputs(inputs)
         variance = apply(variance_inputs, variance_kernel)
-        noise = standard_normal(ops.shape(variance), replica_seed(self.seed_generator))
+        noise = standard_normal(ops.shape(variance), self.seed_generator)
         return mean + ops.cast(
             ops.sqrt(variance + _VARIANCE_EPSILON) * noise, compute_dtype
         )
@@ -781,8 +781,8 @@ def half_size_uniforms(shape: tuple, seed: Any) -> tuple:
     for dim in shape:
         size = size * dim
     half = (size + 1) // 2
-    u1 = keras.random.uniform((half,), dtype="float32", seed=seed)
-    u2 = keras.random.uniform((half,), dtype="float32", seed=seed)
+    u1 = replica_noise.uniform((half,), seed)
+    u2 = replica_noise.uniform((half,), seed)
     return size, u1, u2
 
 

@@ -32,7 +32,6 @@ from keras_sparsevd.layers.base import (
     release,
     standard_normal,
 )
-from keras_sparsevd.layers.replica_noise import replica_seed
 from keras_sparsevd.registry import counterpart_of
 
 # Under the square root of the sampled weights' variance, so that its
@@ -280,7 +279,7 @@ class RecurrentCellSVD(SparseVDLayer):
         self, step_inputs: Any, training: bool
     ) -> SequenceTerms:
         kernels, kl = self._kernels_and_kl(training)
-        seed = replica_seed(self.seed_generator)
+        seed = self.seed_generator
         if training:
             kernels = {
                 name: mean
@@ -319,7 +318,7 @@ class RecurrentCellSVD(SparseVDLayer):
         # sigma from the clipped log alpha, as for the weights.
         sigma = ops.abs(mu) * ops.exp(0.5 * log_alpha)
         size = mu.shape[0]
-        noise = standard_normal((batch, size), replica_seed(self.seed_generator))
+        noise = standard_normal((batch, size), self.seed_generator)
         return mean[None, :] + sigma[None, :] * noise
 
     def begin_sequence(self, step_inputs: Any, training: bool) -> SequenceTerms:

@@ -1,14 +1,15 @@
-"""Per-replica noise seeds under `tf.distribute` strategies.
+"""Uniform noise with a stream of its own per replica under `tf.distribute`.
 
 Keras' `SeedGenerator` state is mirrored: under `MirroredStrategy` (and
 `MultiWorkerMirroredStrategy`, `TPUStrategy`) every replica advances the same
 state and so draws the same noise, which for Sparse VD halves the number of
 independent noise samples per step on 2 replicas (and worse on more). The
-layers draw through `replica_seed(generator)`, which offsets the seed by the
-replica's id inside a replica context. Outside any strategy it returns the
-generator itself: the single-device path is unchanged, bit for bit. JAX's
-`keras.distribution.DataParallel` draws one global array, sharded, so its
-shards already differ.
+layers draw through `uniform(shape, generator)`, which inside a replica
+context offsets the generator's seed by the replica's id and draws with
+TensorFlow's public stateless op. Outside any strategy it is
+`keras.random.uniform`: the single-device path is unchanged, bit for bit.
+JAX's `keras.distribution.DataParallel` draws one global array, sharded, so
+its shards already differ.
 """
 
 from __future__ import annotations
@@ -23,33 +24,38 @@ from keras import ops
 _STRIDE = 1_000_003
 
 
-class _ReplicaSeedGenerator(keras.random.SeedGenerator):
-    """A replica's view of a `SeedGenerator`: its state, offset by the replica id.
-
-    Not a new generator: no state of its own, nothing to save. Only ``next``
-    is used by `keras.random`.
-    """
-
-    def __init__(self, generator: keras.random.SeedGenerator, replica_id: Any):
-        # No super().__init__: that would create a state variable.
-        self._generator = generator
-        self._replica_id = replica_id
-
-    def next(self, ordered: bool = True) -> Any:
-        seed = self._generator.next(ordered=ordered)
-        offset = ops.cast(self._replica_id, seed.dtype) * ops.cast(_STRIDE, seed.dtype)
-        return seed + ops.stack([offset, ops.zeros_like(offset)])
-
-
-def replica_seed(generator: keras.random.SeedGenerator) -> Any:
-    """`generator`, or inside a tf.distribute replica context its replica's view."""
+def _replica_id() -> Any:
+    """The replica's id inside a multi-replica tf.distribute context, else None."""
     if keras.backend.backend() != "tensorflow":
-        return generator
+        return None
     import tensorflow as tf
 
     if not tf.distribute.has_strategy():
-        return generator
+        return None
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
-        return generator
-    return _ReplicaSeedGenerator(generator, context.replica_id_in_sync_group)
+        return None
+    return context.replica_id_in_sync_group
+
+
+def uniform(shape: tuple, generator: keras.random.SeedGenerator) -> Any:
+    """Float32 uniform [0, 1) noise of `shape` drawn from `generator`.
+
+    Args:
+        shape: the output shape; dimensions may be symbolic.
+        generator: the layer's `keras.random.SeedGenerator`; advanced once.
+
+    Returns:
+        A float32 tensor of `shape`; each tf.distribute replica gets its own.
+    """
+    replica = _replica_id()
+    if replica is None:
+        return keras.random.uniform(shape, dtype="float32", seed=generator)
+    import tensorflow as tf
+
+    seed = generator.next()
+    offset = ops.cast(replica, seed.dtype) * ops.cast(_STRIDE, seed.dtype)
+    seed = seed + ops.stack([offset, ops.zeros_like(offset)])
+    # tf.random.stateless_* take int32/int64 seeds; the state may be uint32.
+    seed = tf.cast(tf.math.floormod(tf.cast(seed, "int64"), tf.int32.max - 1), "int32")
+    return tf.random.stateless_uniform(shape, seed=seed, dtype="float32")
