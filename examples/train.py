@@ -120,6 +120,35 @@ class TestError(keras.callbacks.Callback):
             logs["test_error"] = 100.0 * (1.0 - logs["val_accuracy"])
 
 
+class EpochLine(keras.callbacks.Callback):
+    """Prints one short line per epoch: loss, accuracy, test error, sparsity.
+
+    Keras' own progress bar would print every figure in the logs (17 of them,
+    with the per-layer sparsities); those go to history.csv instead.
+    """
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"epoch {epoch + 1}/{self.epochs}"]
+        if "loss" in logs:
+            parts.append(f"loss {logs['loss']:.4f}")
+        if "accuracy" in logs:
+            parts.append(f"accuracy {100.0 * logs['accuracy']:.2f}%")
+        if "test_error" in logs:
+            parts.append(f"test error {logs['test_error']:.2f}%")
+        if "sparsity" in logs:
+            parts.append(f"sparsity {100.0 * logs['sparsity']:.1f}%")
+        if "compression" in logs:
+            parts.append(f"compression {logs['compression']:.1f}x")
+        if "epoch_seconds" in logs:
+            parts.append(f"{logs['epoch_seconds']:.1f} s")
+        print("  ".join(parts), flush=True)
+
+
 def transfer_dense_weights(dense: keras.Model, sparse: keras.Model) -> int:
     """Copies a dense net's weights into the SVD net, layer by layer name.
 
@@ -371,11 +400,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --animate: a frame every N epochs (default 1)",
     )
-    p.add_argument("--verbose", type=int, default=2)
+    p.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=2,
+        help="2: one short line per epoch (default); 1: Keras' progress bar with "
+        "every figure; 0: nothing per epoch",
+    )
     return p
 
 
-def main(argv: list | None = None) -> dict:
+def parse_args(argv: list | None = None) -> argparse.Namespace:
+    """The command line, checked: a wrong combination exits with a message."""
     args = build_parser().parse_args(argv)
     if args.epochs <= 0:
         raise SystemExit("--epochs must be positive")
@@ -391,6 +428,12 @@ def main(argv: list | None = None) -> dict:
         raise SystemExit(f"--model {args.model} is for --dataset mnist")
     if args.train_limit is not None and args.train_limit < 1:
         raise SystemExit("--train-limit must be >= 1")
+    return args
+
+
+def main(argv: list | None = None) -> dict:
+    """Parses, then builds, fits and reports in the run folder it has locked."""
+    args = parse_args(argv)
     scope, is_chief, engine = distribute.setup(args)
     print(f"engine: {engine}")
     hint = backend_hint(args.model)
@@ -409,6 +452,7 @@ def main(argv: list | None = None) -> dict:
         # Every worker writes its checkpoints; only the chief's are the run's.
         out = out / f"worker-{os.getpid()}"
     out.mkdir(parents=True, exist_ok=True)
+    print(f"run folder: {out}")
     lock = run_folder.RunLock(out)
     try:
         taken_over = lock.acquire()
@@ -502,71 +546,105 @@ def _run(args: argparse.Namespace, argv: list | None, out: Path, scope) -> dict:
         raise SystemExit(f"error: {e}") from None
     if args.train_limit:
         x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
-    n_train = len(x_train)
+    # Variables and the optimizer belong to the engine's scope.
+    with scope():
+        model, base_lr = build_model(args, x_train)
+    print(f"compilation: {compilation(model)}")
+    # With --init-from: the converted model's error before any fine-tuning.
+    start_error = test_error_percent(model, x_test, y_test) if args.init_from else None
+    lr_kind, wall = fit(
+        args, model, base_lr, backup, out, (x_train, y_train), (x_test, y_test)
+    )
+    return write_report(
+        args,
+        argv,
+        model,
+        out,
+        backup,
+        (x_test, y_test),
+        train_examples=len(x_train),
+        base_lr=base_lr,
+        lr_kind=lr_kind,
+        start_error=start_error,
+        wall=wall,
+    )
+
+
+def build_model(args: argparse.Namespace, x_train: np.ndarray) -> tuple:
+    """The compiled model the options ask for, and its base learning rate."""
     num_classes = data_lib.NUM_CLASSES[args.dataset]
     sparse = args.variant == "svd"
     pretrained = bool(args.init_from)
-
-    # Variables and the optimizer belong to the engine's scope.
-    with scope():
-        if args.model in ("lenet300", "lenet5") and pretrained:
-            # The user's route: a trained Keras model, converted in one call.
-            model = ksvd.sparsify(
-                keras.models.load_model(args.init_from),
-                threshold=args.threshold,
-                log_sigma2_initializer=(
-                    -10.0 if args.log_sigma2_init is None else args.log_sigma2_init
-                ),
-                train_clip=not args.no_train_clip,
-                structured=args.structured,
-            )
-        elif args.model in ("lenet300", "lenet5"):
-            mean_image = None if args.no_mean_image else x_train.mean(axis=0)
-            model = models_lib.BUILDERS[args.model](
-                sparse=sparse,
-                num_classes=num_classes,
-                input_shape=x_train.shape[1:],
-                mean_image=mean_image,
-                threshold=args.threshold,
-                train_clip=not args.no_train_clip,
-                structured=args.structured,
-            )
-        else:
-            log_sigma2 = args.log_sigma2_init
-            if log_sigma2 is None:
-                log_sigma2 = -15.0 if pretrained else -10.0
-            model = models_lib.vgglike(
-                sparse=sparse,
-                num_classes=num_classes,
-                input_shape=x_train.shape[1:],
-                k=args.k,
-                preprocessing=(
-                    models_lib.zca_whitening(x_train, args.zca_epsilon)
-                    if args.preprocess == "zca"
-                    else models_lib.channel_standardisation(x_train)
-                ),
-                threshold=args.threshold,
-                log_sigma2_init=log_sigma2,
-            )
-            if pretrained:
-                dense = keras.models.load_model(args.init_from)
-                transfer_dense_weights(dense, model)
-
-        base_lr = (
-            args.lr
-            if args.lr is not None
-            else default_lr(args.model, args.variant, pretrained)
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(
-                base_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8
+    if args.model in ("lenet300", "lenet5") and pretrained:
+        # The user's route: a trained Keras model, converted in one call.
+        model = ksvd.sparsify(
+            keras.models.load_model(args.init_from),
+            threshold=args.threshold,
+            log_sigma2_initializer=(
+                -10.0 if args.log_sigma2_init is None else args.log_sigma2_init
             ),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            jit_compile=args.jit,
+            train_clip=not args.no_train_clip,
+            structured=args.structured,
         )
-    print(f"compilation: {compilation(model)}")
+    elif args.model in ("lenet300", "lenet5"):
+        mean_image = None if args.no_mean_image else x_train.mean(axis=0)
+        model = models_lib.BUILDERS[args.model](
+            sparse=sparse,
+            num_classes=num_classes,
+            input_shape=x_train.shape[1:],
+            mean_image=mean_image,
+            threshold=args.threshold,
+            train_clip=not args.no_train_clip,
+            structured=args.structured,
+        )
+    else:
+        log_sigma2 = args.log_sigma2_init
+        if log_sigma2 is None:
+            log_sigma2 = -15.0 if pretrained else -10.0
+        model = models_lib.vgglike(
+            sparse=sparse,
+            num_classes=num_classes,
+            input_shape=x_train.shape[1:],
+            k=args.k,
+            preprocessing=(
+                models_lib.zca_whitening(x_train, args.zca_epsilon)
+                if args.preprocess == "zca"
+                else models_lib.channel_standardisation(x_train)
+            ),
+            threshold=args.threshold,
+            log_sigma2_init=log_sigma2,
+        )
+        if pretrained:
+            dense = keras.models.load_model(args.init_from)
+            transfer_dense_weights(dense, model)
 
+    base_lr = (
+        args.lr
+        if args.lr is not None
+        else default_lr(args.model, args.variant, pretrained)
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            base_lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=args.jit,
+    )
+    return model, base_lr
+
+
+def fit(
+    args: argparse.Namespace,
+    model: keras.Model,
+    base_lr: float,
+    backup: run_folder.RunBackup,
+    out: Path,
+    train: tuple,
+    test: tuple,
+) -> tuple:
+    """Trains from the last checkpoint in `out`, if any; (lr schedule, seconds)."""
+    pretrained = bool(args.init_from)
     lr_kind = args.lr_schedule
     if lr_kind == "paper":
         lr_kind = paper_lr_schedule(args.model, args.variant, pretrained)
@@ -579,10 +657,10 @@ def _run(args: argparse.Namespace, argv: list | None, out: Path, scope) -> dict:
         ),
         TestError(),
     ]
-    if sparse:
+    if args.variant == "svd":
         callbacks += [
             ksvd.KLScheduler(
-                num_train_examples=n_train,
+                num_train_examples=len(train[0]),
                 start_epoch=args.kl_warmup[0],
                 end_epoch=args.kl_warmup[1],
             ),
@@ -597,8 +675,6 @@ def _run(args: argparse.Namespace, argv: list | None, out: Path, scope) -> dict:
                 title=f"{args.model} on {args.dataset}",
             )
         )
-    # With --init-from: the converted model's error before any fine-tuning.
-    start_error = test_error_percent(model, x_test, y_test) if pretrained else None
     # The history writer first: each checkpoint holds the rows up to its epoch.
     restored = backup.restore(model)
     initial_epoch = 0
@@ -607,22 +683,45 @@ def _run(args: argparse.Namespace, argv: list | None, out: Path, scope) -> dict:
         backup.history = run_folder.HistoryWriter(
             out / "history.csv", restored["history"]
         )
-        print(f"resuming {out} after epoch {initial_epoch} of {args.epochs}")
+        print(
+            f"resuming {out} after epoch {initial_epoch} of {args.epochs}, "
+            f"from its checkpoint: epoch {initial_epoch + 1} next"
+        )
     callbacks += [backup.history, backup]
+    if args.verbose == 2:
+        # One short line per epoch; every figure is in history.csv.
+        callbacks.append(EpochLine(args.epochs))
     started = time.perf_counter()
     if initial_epoch < args.epochs:
         model.fit(
-            x_train,
-            y_train,
+            train[0],
+            train[1],
             batch_size=args.batch_size,
             epochs=args.epochs,
             initial_epoch=initial_epoch,
-            validation_data=(x_test, y_test),
+            validation_data=test,
             callbacks=callbacks,
-            verbose=args.verbose,
+            verbose=1 if args.verbose == 1 else 0,
         )
-    wall = time.perf_counter() - started
+    return lr_kind, time.perf_counter() - started
 
+
+def write_report(
+    args: argparse.Namespace,
+    argv: list | None,
+    model: keras.Model,
+    out: Path,
+    backup: run_folder.RunBackup,
+    test: tuple,
+    *,
+    train_examples: int,
+    base_lr: float,
+    lr_kind: str,
+    start_error: float | None,
+    wall: float,
+) -> dict:
+    """Saves the model, the report and the pictures; the report marks it finished."""
+    x_test, y_test = test
     files.save_model(model, out / "model.keras")
     test_error = test_error_percent(model, x_test, y_test)
 
@@ -637,7 +736,7 @@ def _run(args: argparse.Namespace, argv: list | None, out: Path, scope) -> dict:
         "batch_size": args.batch_size,
         "base_lr": base_lr,
         "lr_schedule": lr_kind,
-        "train_examples": n_train,
+        "train_examples": train_examples,
         "test_error_percent": test_error,
         "test_error_percent_at_start": start_error,
         "compression": 1.0,
@@ -653,7 +752,7 @@ def _run(args: argparse.Namespace, argv: list | None, out: Path, scope) -> dict:
         ),
         "options": {k: v for k, v in vars(args).items()},
     }
-    if sparse:
+    if args.variant == "svd":
         report = ksvd.sparsity_report(model)
         report_dict["compression"] = report.compression
         report_dict["per_layer_sparsity"] = {

@@ -121,39 +121,41 @@ def load_state(model: keras.Model, weights_path: str, assets_dir: str | None) ->
     the optimizer (a compiled model's optimizer is loaded by
     `load_optimizer_state`).
     """
-    from keras.src.saving import saving_lib
-
-    weights = saving_lib.H5IOStore(weights_path, mode="r")
-    assets = saving_lib.DiskIOStore(assets_dir, mode="r") if assets_dir else None
-    try:
-        saving_lib._load_state(
-            model,
-            weights_store=weights,
-            assets_store=assets,
-            inner_path="",
-            visited_saveables=set(),
-        )
-    finally:
-        weights.close()
-        if assets is not None:
-            assets.close()
+    _load_saved_state(model, weights_path, assets_dir, inner_path="")
 
 
 def load_optimizer_state(model: keras.Model, weights_path: str) -> None:
     """Loads the saved optimizer variables into `model`'s built optimizer."""
+    _load_saved_state(model.optimizer, weights_path, None, inner_path="optimizer")
+
+
+def _load_saved_state(
+    saveable: Any, weights_path: str, assets_dir: str | None, inner_path: str
+) -> None:
     from keras.src.saving import saving_lib
 
     weights = saving_lib.H5IOStore(weights_path, mode="r")
+    assets = saving_lib.DiskIOStore(assets_dir, mode="r") if assets_dir else None
+    # Failures are collected, then raised, as Keras' own loader does: Keras
+    # before 3.13 cannot be given None here.
+    failed: set = set()
+    errors: dict = {}
     try:
         saving_lib._load_state(
-            model.optimizer,
+            saveable,
             weights_store=weights,
-            assets_store=None,
-            inner_path="optimizer",
+            assets_store=assets,
+            inner_path=inner_path,
             visited_saveables=set(),
+            failed_saveables=failed,
+            error_msgs=errors,
         )
+        if failed:
+            saving_lib._raise_loading_failure(errors)
     finally:
         weights.close()
+        if assets is not None:
+            assets.close()
 
 
 def merge_lora(layer: keras.layers.Layer) -> None:
