@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import magnitude_pruning as mp
-from benchmarks import pruning_plot
+from research import magnitude_pruning as mp
+from research import pruning_plot
 
 ROOT = Path(__file__).resolve().parents[2]
 SVD_REPORTS = {
