@@ -20,18 +20,24 @@ before anything imports TensorFlow. It acts only when
   everything, and nothing here touches the output).
 
 It then sets ``TF_CPP_MIN_LOG_LEVEL=2`` (TensorFlow's C++ info and warning
-lines off, errors kept) and, on the TensorFlow backend, imports TensorFlow
-and lists its devices with the standard error stream captured, then writes
-back every captured line except the notices in `NOTICES` (and, only where
-the machine has no NVIDIA device, the two lines in `NO_GPU_NOTICES`). Any
-other line, an error or a Python warning, comes through unchanged; an
-exception during the import is raised after its output is written back.
+lines off, errors kept) and has TensorFlow's first import, whoever makes it
+and on any backend, run with the standard error stream captured (together
+with a first device query, which is when the CUDA platform starts): the
+captured lines are then written back, all but the notices in `NOTICES`
+(and, only where the machine has no NVIDIA device, the two lines in
+`NO_GPU_NOTICES`). Any other line, an error or a Python warning, comes
+through unchanged, in order; an exception during the import is raised after
+its output is written back. A hard crash inside the import (a segmentation
+fault) would lose what it printed: run with ``TF_CPP_MIN_LOG_LEVEL=0`` to see
+everything.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.abc
+import importlib.util
 import os
 import re
 import sys
@@ -127,15 +133,59 @@ def filtered_stderr(drop: Callable[[str], bool]) -> Iterator[None]:
         os.close(saved)
 
 
-def _tensorflow_backend(environ: dict) -> bool:
-    # Keras' own rule: KERAS_BACKEND, else keras.json (read by Keras, not
-    # here), else TensorFlow. Unset counts as TensorFlow: at worst
-    # TensorFlow is imported a little early on a keras.json-chosen backend.
-    return environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
+class QuietImport(importlib.abc.MetaPathFinder):
+    """Wraps the first import of one module in `filtered_stderr`.
+
+    Sits first in ``sys.meta_path`` and finds nothing itself: asked for
+    `name`, it steps out, lets the other finders find the module, and has
+    the module's loader run it with the standard error stream filtered by
+    `drop`; `after(module)`, if given, runs inside the same filter.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        drop: Callable[[str], bool],
+        after: Callable[[object], None] | None = None,
+    ) -> None:
+        self.name, self.drop, self.after = name, drop, after
+
+    def find_spec(self, name: str, path: object = None, target: object = None):
+        if name != self.name:
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)  # once only
+        spec = importlib.util.find_spec(name)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module, drop, after = loader.exec_module, self.drop, self.after
+
+        def quiet_exec_module(module: object) -> None:
+            del loader.exec_module  # the loader's own method again
+            with filtered_stderr(drop):
+                exec_module(module)
+                if after is not None:
+                    after(module)
+
+        loader.exec_module = quiet_exec_module
+        return spec
+
+
+def _list_devices(tf: object) -> None:
+    # The CUDA platform starts, and says "cuInit", at the first device query:
+    # made here, inside the filter. Were it to fail, the program's own query
+    # would fail the same way, unfiltered.
+    with contextlib.suppress(Exception):
+        tf.config.list_physical_devices()
 
 
 def quiet_tensorflow(environ: dict | None = None) -> bool:
     """Silences TensorFlow's start-up notices unless the user chose a level.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=2`` and, unless TensorFlow is imported
+    already, has its first import (by Keras, on the TensorFlow backend, or
+    by the program later, on the others) run through `filtered_stderr`.
 
     Returns whether it acted: False when ``TF_CPP_MIN_LOG_LEVEL`` was set.
     """
@@ -143,16 +193,14 @@ def quiet_tensorflow(environ: dict | None = None) -> bool:
     if "TF_CPP_MIN_LOG_LEVEL" in environ:
         return False
     environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    if "tensorflow" in sys.modules or not _tensorflow_backend(environ):
+    if "tensorflow" in sys.modules or any(
+        isinstance(f, QuietImport) and f.name == "tensorflow" for f in sys.meta_path
+    ):
         return True
     gpu = has_nvidia_device()
-    with filtered_stderr(lambda line: is_notice(line, gpu)):
-        try:
-            import tensorflow as tf
-        except ImportError:
-            return True
-        # The CUDA platform starts (and says "cuInit") at the first device query.
-        tf.config.list_physical_devices()
+    sys.meta_path.insert(
+        0, QuietImport("tensorflow", lambda line: is_notice(line, gpu), _list_devices)
+    )
     return True
 
 

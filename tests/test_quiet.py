@@ -104,11 +104,46 @@ def test_the_users_own_log_level_wins():
 
 
 @pytest.mark.all_backends
-def test_an_unset_log_level_is_set_to_keep_errors():
+def test_an_unset_log_level_is_set_to_keep_errors(monkeypatch):
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
     environ = {"KERAS_BACKEND": "jax"}
     assert _quiet.quiet_tensorflow(environ) is True
     # 2: info and warnings off, errors kept (3 would hide errors).
     assert environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+
+
+@pytest.mark.all_backends
+def test_first_import_runs_filtered_then_the_hook_is_gone(tmp_path, monkeypatch, capfd):
+    package = tmp_path / "noisy_start"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import os\n"
+        f"os.write(2, {(ABSL + ONEDNN + REAL[0]).encode()!r})\n"
+        "started = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.delitem(sys.modules, "noisy_start", raising=False)
+    seen = []
+    hook = _quiet.QuietImport("noisy_start", _quiet.is_notice, seen.append)
+    sys.meta_path.insert(0, hook)
+
+    import noisy_start
+
+    assert noisy_start.started and seen == [noisy_start]
+    assert capfd.readouterr().err == REAL[0]
+    assert hook not in sys.meta_path
+    # The loader is left as it was found.
+    assert "exec_module" not in vars(noisy_start.__spec__.loader)
+
+
+@pytest.mark.all_backends
+def test_the_hook_leaves_other_imports_alone(monkeypatch):
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    hook = _quiet.QuietImport("noisy_start", _quiet.is_notice)
+    sys.meta_path.insert(0, hook)
+    assert hook.find_spec("json") is None
+    assert sys.meta_path[0] is hook
 
 
 @pytest.mark.all_backends
