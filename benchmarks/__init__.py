@@ -6,26 +6,27 @@
 - ``python -m benchmarks.inference``: latency and throughput of a Sparse VD
   model in evaluation mode, stripped, compacted and reloaded from the sparse
   file format, and the bytes on disk of each.
-- ``python -m benchmarks.noise``: the cost of the training noise with and
-  without XLA, and a statistical check of cheaper generators.
-- ``python -m benchmarks.profile_step``: where the time of a jit-compiled
-  Sparse VD training step goes, by category of XLA instruction.
-- ``.venv-peers/bin/python -m benchmarks.magnitude_pruning``: the LeNets
-  pruned by magnitude with TF Model Optimization (Keras 2, in the virtual
-  environment that ``bash benchmarks/peers_venv.sh`` makes), with the
-  examples' data, optimizer and epochs; ``python -m benchmarks.pruning_plot``
-  draws its reports beside Sparse VD's threshold sweeps.
+- ``python -m benchmarks.replicas``: training throughput on 1 and 2
+  replicas (``tf.distribute.MirroredStrategy``).
+- ``python -m benchmarks.coverage``: which Keras 3 models `sparsify` takes
+  (``docs/coverage.md``).
 
-The timings of train_speed, inference and noise are medians over rounds in
+The finished studies (the noise generators, XLA profiles, the step
+breakdown, magnitude pruning beside Sparse VD) are in ``research/``.
+
+The timings of train_speed, inference and replicas are medians over rounds in
 which the variants being compared run interleaved in the same process, so
-that a change of machine load during the run hits all of them alike; the
-profile reports shares of one model's step. Read the ratios and shares; the
-absolute times depend on the machine and on whatever else it is doing. See
-``BENCHMARKS.md``.
+that a change of machine load during the run hits all of them alike. Read
+the ratios; the absolute times depend on the machine and on whatever else it
+is doing. See ``BENCHMARKS.md``.
 """
 
-import os
+import sys
 
-# Set before TensorFlow is first imported (``python -m benchmarks.X`` runs
-# this first), or its C++ start-up logging floods the tables.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Run as ``python -m benchmarks.X`` (Python sets argv[0] to "-m" while it
+# imports this package, before the module runs): TensorFlow's start-up notices
+# are left out of the tables (`keras_sparsevd._quiet`).
+if sys.argv[:1] == ["-m"]:
+    from keras_sparsevd import _quiet
+
+    _quiet.quiet_if_program()

@@ -1,5 +1,14 @@
 """keras_sparsevd: Sparse Variational Dropout (Molchanov et al., 2017) for Keras 3."""
 
+# ruff: noqa: E402
+# First, before the imports below load TensorFlow: under ``python -m
+# keras_sparsevd.export`` (and ``python -m examples.train``, ...) TensorFlow's
+# start-up notices are left out (`keras_sparsevd._quiet`). A plain
+# ``import keras_sparsevd`` in a user's program changes nothing.
+from keras_sparsevd._quiet import quiet_if_program as _quiet_if_program
+
+_quiet_if_program()
+
 from keras_sparsevd.callbacks import KLScheduler, SparsityLogger
 from keras_sparsevd.convert.saving import load_model
 from keras_sparsevd.convert.sparsify import sparsify

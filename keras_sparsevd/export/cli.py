@@ -1,6 +1,6 @@
 """``python -m keras_sparsevd.export``: export a saved Sparse VD model.
 
-Usage::
+Usage:
 
     python -m keras_sparsevd.export MODEL.keras OUT_DIR [--compact]
         [--drop-unread-inputs] [--format savedmodel,keras,sparse,tflite]

@@ -1,6 +1,6 @@
 """Test error against compression: Sparse VD's threshold sweeps, magnitude pruning.
 
-    python -m benchmarks.pruning_plot results/lenet*-mnist-svd-seed*.json \\
+    python -m research.pruning_plot results/lenet*-mnist-svd-seed*.json \\
         results/lenet*-mnist-magnitude-*.json --out benchmarks/results/pruning.png
 
 Reads JSON reports of two kinds, told apart by their keys:
@@ -9,7 +9,7 @@ Reads JSON reports of two kinds, told apart by their keys:
   ``threshold_sweep`` (test error and compression of the trained model at
   log alpha thresholds 0 to 5) is drawn as a line per report (per seed);
   the report's own threshold (3, the paper's) is circled.
-* Magnitude pruning runs of ``benchmarks.magnitude_pruning``
+* Magnitude pruning runs of ``research.magnitude_pruning``
   (``"method": "magnitude_pruning"``): one black marker each, squares for a
   uniform sparsity, stars for Sparse VD's per-layer sparsity, diamonds for
   whole units pruned to a structured Sparse VD run's architecture.
@@ -287,7 +287,7 @@ def plot(svd: list[dict], magnitude: list[dict], out: str | os.PathLike) -> Path
 
 def main(argv: list | None = None) -> Path:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.pruning_plot",
+        prog="python -m research.pruning_plot",
         description="Test error against compression: Sparse VD and magnitude pruning.",
     )
     p.add_argument("reports", nargs="+", help="JSON reports of both kinds")

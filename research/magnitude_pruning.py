@@ -47,11 +47,11 @@ tfmot does not import under Keras 3, so this runs on Keras 2 (``tf_keras``)
 in a virtual environment of its own, kept out of keras_sparsevd's
 dependencies. From the repository root::
 
-    bash benchmarks/peers_venv.sh     # once: creates .venv-peers/
-    .venv-peers/bin/python -m benchmarks.magnitude_pruning \\
+    bash research/peers_venv.sh     # once: creates .venv-peers/
+    .venv-peers/bin/python -m research.magnitude_pruning \\
         --model lenet300 --sparsity 0.99 \\
         --out results/lenet300-mnist-magnitude-s0.99-seed0.json
-    .venv-peers/bin/python -m benchmarks.magnitude_pruning \\
+    .venv-peers/bin/python -m research.magnitude_pruning \\
         --model lenet5 --per-layer-from results/lenet5-mnist-svd-seed0.json
 
 A run stopped part-way (the session ends, the machine restarts) resumes from
@@ -61,7 +61,7 @@ the per-epoch history are kept in ``--backup-dir`` (default
 ``runs/magnitude/<report name>/``) until the run finishes.
 
 A smoke test: add ``--epochs 2 --train-limit 2000``. ``python -m
-benchmarks.pruning_plot`` draws the reports beside Sparse VD's threshold
+research.pruning_plot`` draws the reports beside Sparse VD's threshold
 sweeps.
 """
 
@@ -105,9 +105,9 @@ BASE_LR = 1e-3
 MAX_PRUNING_FREQUENCY = 100
 VENV_HINT = (
     "Make its virtual environment once, from the repository root, with "
-    "`bash benchmarks/peers_venv.sh` (tensorflow, tf_keras, "
+    "`bash research/peers_venv.sh` (tensorflow, tf_keras, "
     "tensorflow-model-optimization in .venv-peers/), then run "
-    "`.venv-peers/bin/python -m benchmarks.magnitude_pruning ...`."
+    "`.venv-peers/bin/python -m research.magnitude_pruning ...`."
 )
 
 
@@ -452,7 +452,7 @@ def import_peers() -> tuple:
     if missing:
         # Said before TensorFlow is imported: seconds sooner in the wrong venv.
         raise PeersUnavailable(
-            f"benchmarks.magnitude_pruning needs {' and '.join(missing)} (Keras 2 "
+            f"research.magnitude_pruning needs {' and '.join(missing)} (Keras 2 "
             "and TF Model Optimization, which does not import under Keras 3); "
             f"this interpreter ({sys.executable}) lacks them. {VENV_HINT}"
         )
@@ -463,7 +463,7 @@ def import_peers() -> tuple:
         from tensorflow_model_optimization.python.core.keras import compat
     except ImportError as e:
         raise PeersUnavailable(
-            "benchmarks.magnitude_pruning needs Keras 2 (tf_keras) and "
+            "research.magnitude_pruning needs Keras 2 (tf_keras) and "
             "tensorflow-model-optimization, which does not import under Keras 3 "
             f"({type(e).__name__}: {e}). {VENV_HINT}"
         ) from None
@@ -629,7 +629,7 @@ def row_sparsity(model, names) -> dict[str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.magnitude_pruning",
+        prog="python -m research.magnitude_pruning",
         description="Magnitude pruning (tfmot prune_low_magnitude) of the LeNets.",
     )
     p.add_argument("--model", choices=MODELS, default="lenet300")
@@ -899,7 +899,7 @@ def main(argv: list | None = None) -> dict:
         "history": history,
         "versions": versions(),
         "hardware": machine(),
-        "command": "python -m benchmarks.magnitude_pruning "
+        "command": "python -m research.magnitude_pruning "
         + " ".join(
             shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
         ),

@@ -27,7 +27,7 @@ thing in its process to compile with XLA.
 
 Usage:
 
-    python -m benchmarks.profile_step [--model lenet300] [--steps 20]
+    python -m research.profile_step [--model lenet300] [--steps 20]
         [--batch-size 100] [--noise box_muller_normal] [--json OUT.json]
 """
 
@@ -137,7 +137,7 @@ def _xplane_module():
     except ImportError as error:  # the location moved between TF versions
         raise RuntimeError(
             "This TensorFlow has no tensorflow.tsl.profiler.protobuf.xplane_pb2; "
-            "benchmarks.profile_step cannot read its profiles."
+            "research.profile_step cannot read its profiles."
         ) from error
     return xplane_pb2
 
@@ -233,7 +233,7 @@ def run(
 ) -> dict:
     """Profiles the Sparse VD model and its plain twin; a JSON report."""
     if keras.backend.backend() != "tensorflow":
-        raise RuntimeError("benchmarks.profile_step profiles XLA on TensorFlow only.")
+        raise RuntimeError("research.profile_step profiles XLA on TensorFlow only.")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as dump_dir:
         # Read by XLA when it first compiles, so this must come before any
@@ -306,7 +306,7 @@ def tables(report: dict) -> str:
 
 def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.profile_step",
+        prog="python -m research.profile_step",
         description="Where a jit-compiled Sparse VD training step spends its time.",
     )
     parser.add_argument("--model", default="lenet300", choices=train_speed.MODELS)

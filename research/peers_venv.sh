@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Makes the virtual environment for benchmarks/magnitude_pruning.py.
+# Makes the virtual environment for research/magnitude_pruning.py.
 #
-#     bash benchmarks/peers_venv.sh            # creates .venv-peers/ at the repo root
-#     .venv-peers/bin/python -m benchmarks.magnitude_pruning --model lenet300 --sparsity 0.9
+#     bash research/peers_venv.sh            # creates .venv-peers/ at the repo root
+#     .venv-peers/bin/python -m research.magnitude_pruning --model lenet300 --sparsity 0.9
 #
 # TF Model Optimization (tfmot) does not import under Keras 3, so it runs on
 # Keras 2 (`tf_keras`) in an environment of its own; keras_sparsevd's own

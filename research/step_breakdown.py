@@ -32,7 +32,7 @@ plain step.
 
 Usage:
 
-    KERAS_BACKEND=jax python -m benchmarks.step_breakdown [--models lenet300,lenet5]
+    KERAS_BACKEND=jax python -m research.step_breakdown [--models lenet300,lenet5]
         [--batch-size 100] [--rounds 7] [--json OUT.json]
 """
 
@@ -128,7 +128,7 @@ def breakdown(name: str, batch_size: int, rounds: int, round_seconds: float) -> 
 
 def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.step_breakdown",
+        prog="python -m research.step_breakdown",
         description="Sparse VD step time with parts removed, against plain.",
     )
     parser.add_argument("--models", default="lenet300,lenet5")

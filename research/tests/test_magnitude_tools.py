@@ -1,11 +1,11 @@
 """The parts of the magnitude pruning benchmark that run without tf_keras.
 
-benchmarks/magnitude_pruning.py trains in its own environment (tf_keras and
+research/magnitude_pruning.py trains in its own environment (tf_keras and
 tfmot, .venv-peers); what it shares with the examples, and everything that
 decides what it prunes, is plain Python checked here: the learning-rate
 schedule, the preprocessing, the per-layer and per-unit targets read from Sparse VD
 reports, the pruning window, the weight counts, the refusal under Keras 3,
-and the picture and table of benchmarks/pruning_plot.py.
+and the picture and table of research/pruning_plot.py.
 """
 
 import importlib.util
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import magnitude_pruning as mp
-from benchmarks import pruning_plot
+from research import magnitude_pruning as mp
+from research import pruning_plot
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SVD_REPORTS = {
     "lenet300": ROOT / "results" / "lenet300-mnist-svd-seed0.json",
     "lenet5": ROOT / "results" / "lenet5-mnist-svd-seed0.json",
@@ -321,7 +321,7 @@ def test_module_imports_without_tensorflow():
     # Top-level imports stay light, so the tests and the plot can read it
     # in any environment; TensorFlow starts only in main().
     code = (
-        "import sys; import benchmarks.magnitude_pruning; "
+        "import sys; import research.magnitude_pruning; "
         "assert 'tensorflow' not in sys.modules; assert 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
