@@ -797,7 +797,7 @@ def standard_normal(shape: tuple, seed: Any) -> Any:
     Not `keras.random.normal`: under XLA on CPU a lone stateless draw is
     inlined into its consumer and recomputes a Philox block per element,
     20-35x slower; two draws of one shape share one out-of-line generator
-    (see BENCHMARKS.md).
+    (see research/README.md).
 
     Args:
         shape: the output shape; dimensions may be symbolic (unknown batch).
