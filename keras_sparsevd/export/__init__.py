@@ -12,6 +12,7 @@
 """
 
 from keras_sparsevd.export.select import SelectFeatures
+from keras_sparsevd.export.kbit import posterior_bits
 from keras_sparsevd.export.sizes import SizeEntry, SizeReport, size_report
 from keras_sparsevd.export.sparse_format import load_sparse, save_sparse
 from keras_sparsevd.export.strip import compact_model, strip_sparsevd
@@ -25,6 +26,7 @@ __all__ = [
     "compact_model",
     "export_tflite",
     "load_sparse",
+    "posterior_bits",
     "save_sparse",
     "size_report",
     "strip_sparsevd",
