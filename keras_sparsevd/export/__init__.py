@@ -11,14 +11,17 @@
   command line.
 """
 
-from keras_sparsevd.export.select import SelectFeatures
 from keras_sparsevd.export.kbit import posterior_bits
+from keras_sparsevd.export.quantize import PrunedWeightsLostError, quantize_model
+from keras_sparsevd.export.select import SelectFeatures
 from keras_sparsevd.export.sizes import SizeEntry, SizeReport, size_report
 from keras_sparsevd.export.sparse_format import load_sparse, save_sparse
 from keras_sparsevd.export.strip import compact_model, strip_sparsevd
 from keras_sparsevd.export.tflite import TFLiteNotSupportedError, export_tflite
 
 __all__ = [
+    "PrunedWeightsLostError",
+    "quantize_model",
     "SelectFeatures",
     "SizeEntry",
     "SizeReport",

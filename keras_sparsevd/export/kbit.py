@@ -4,10 +4,10 @@ Version 1 (a ``.npz`` zip) spends about 100 bytes per zip member and stores
 the architecture as Keras' full JSON, which for a 99.6% sparse LeNet-5 is
 most of the file. Version 2 is one byte string:
 
-- ``b"KSVD"``, the format version (one byte, 2), the codec (one byte:
-  0 none, 1 zlib, 2 bz2, 3 and up raw LZMA2, see `compress`), the payload's length before
-  compression (LEB128 varint), then the compressed payload. The writer tries
-  every codec and keeps the smallest.
+- ``b"KSVD"``, the format version (one byte, 2), the codec (one byte: 0
+  none, 1 zlib, 2 bz2, 3 and up raw LZMA2, see `compress`), the payload's
+  length before compression (LEB128 varint), then the compressed payload.
+  The writer tries every codec and keeps the smallest.
 - The payload: a varint, the length of a UTF-8 JSON header, the header, then
   the streams it describes, grouped by kind (all index streams, then all
   codebooks, then all codes) so that like bytes sit together for the codec.
@@ -115,7 +115,9 @@ def decode_varints(data: bytes, count: int | None = None) -> np.ndarray:
         raise ValueError(f"{ends.size} varints where {count} were expected")
     values = np.zeros(ends.size, dtype=np.uint64)
     payload = (raw & 0x7F).astype(np.uint64)
-    group = np.cumsum(np.concatenate([[0], (raw[:-1] & 0x80) == 0])) if raw.size else raw
+    group = (
+        np.cumsum(np.concatenate([[0], (raw[:-1] & 0x80) == 0])) if raw.size else raw
+    )
     shift = np.arange(raw.size) - (starts[group] if raw.size else 0)
     np.add.at(values, group, payload << (np.uint64(7) * shift.astype(np.uint64)))
     return values.astype(np.int64)
@@ -176,7 +178,9 @@ def decode_index(data: bytes, coding: str, shape: tuple, count: int) -> np.ndarr
             nbytes = (dim + 7) // 8
             if offset + nbytes > raw.size:
                 raise ValueError("axis masks truncated")
-            kept.append(np.flatnonzero(np.unpackbits(raw[offset : offset + nbytes], count=dim)))
+            kept.append(
+                np.flatnonzero(np.unpackbits(raw[offset : offset + nbytes], count=dim))
+            )
             offset += nbytes
         sub_shape = tuple(k.size for k in kept)
         sub_size = int(np.prod(sub_shape, dtype=np.int64))
@@ -262,10 +266,17 @@ def quantize(values: np.ndarray, bits: int | None, quantizer: str) -> tuple:
         return "kmeans", codebook.tobytes(), codes.tobytes(), decoded
     lo, step, codes = linear_quantize(values, bits)
     decoded = (lo + codes.astype(np.float32) * step).astype(np.float32)
-    return "linear", np.array([lo, step], np.float32).tobytes(), codes.tobytes(), decoded
+    return (
+        "linear",
+        np.array([lo, step], np.float32).tobytes(),
+        codes.tobytes(),
+        decoded,
+    )
 
 
-def dequantize(coding: str, bits: int, codebook: bytes, codes: bytes, count: int) -> np.ndarray:
+def dequantize(
+    coding: str, bits: int, codebook: bytes, codes: bytes, count: int
+) -> np.ndarray:
     """Inverse of `quantize` (float32 values).
 
     Raises:
@@ -337,11 +348,16 @@ def posterior_bits(
     """
     from keras_sparsevd.model_helpers import svd_layers
 
-    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0):
+    if not (
+        isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0
+    ):
         raise ValueError(f"`scale` must be a positive number, got {scale!r}.")
     for label, value in (("min_bits", min_bits), ("max_bits", max_bits)):
-        if not (isinstance(value, int) and not isinstance(value, bool)
-                and MIN_BITS <= value <= MAX_BITS):
+        if not (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and MIN_BITS <= value <= MAX_BITS
+        ):
             raise ValueError(
                 f"`{label}` must be an integer in [{MIN_BITS}, {MAX_BITS}], "
                 f"got {value!r}."
@@ -367,7 +383,9 @@ def posterior_bits(
             spread = float(values.max() - values.min())
             step = scale * float(np.median(sigma))
             need = int(np.ceil(np.log2(spread / step + 1))) if spread > 0 else 1
-            bits[layer.name] = max(bits.get(layer.name, 0), int(np.clip(need, min_bits, max_bits)))
+            bits[layer.name] = max(
+                bits.get(layer.name, 0), int(np.clip(need, min_bits, max_bits))
+            )
     return bits
 
 
@@ -419,7 +437,10 @@ def _shrink_layer(layer: dict) -> None:
     layer.pop("registered_name", None)
     layer.pop("build_config", None)
     config = layer.get("config")
-    if not isinstance(config, dict) or layer.get("module") not in ("keras.layers", "keras"):
+    if not isinstance(config, dict) or layer.get("module") not in (
+        "keras.layers",
+        "keras",
+    ):
         return
     try:
         reference = _layer_config(layer)
@@ -452,7 +473,9 @@ def _shrink_layer(layer: dict) -> None:
 
 def _layer_config(layer: dict) -> str:
     built = keras.saving.deserialize_keras_object(json.loads(json.dumps(layer)))
-    return json.dumps(keras.saving.serialize_keras_object(built)["config"], sort_keys=True)
+    return json.dumps(
+        keras.saving.serialize_keras_object(built)["config"], sort_keys=True
+    )
 
 
 def _canonical(config: dict) -> str | None:
@@ -509,7 +532,11 @@ def insert_constants(config: Any, arrays: list) -> Any:
         if isinstance(node, dict):
             if set(node) == {CONSTANT_KEY}:
                 i = node[CONSTANT_KEY]
-                if not (isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(arrays)):
+                if not (
+                    isinstance(i, int)
+                    and not isinstance(i, bool)
+                    and 0 <= i < len(arrays)
+                ):
                     raise ValueError(f"reference to a missing constant {i!r}")
                 return arrays[i].tolist()
             return {k: walk(v) for k, v in node.items()}
@@ -537,7 +564,12 @@ def compress(payload: bytes) -> bytes:
             payload, format=lzma.FORMAT_RAW, filters=_lzma_filters(props, len(payload))
         )
     codec = min(candidates, key=lambda c: len(candidates[c]))
-    return MAGIC + bytes([VERSION, codec]) + encode_varints([len(payload)]) + candidates[codec]
+    return (
+        MAGIC
+        + bytes([VERSION, codec])
+        + encode_varints([len(payload)])
+        + candidates[codec]
+    )
 
 
 # (lc, lp, pb) tried for the raw LZMA2 codec: literal context bits matter for
@@ -551,10 +583,16 @@ def _lzma_filters(props: int, length: int) -> list:
     dict_size = 4096
     while dict_size < min(length, 1 << 26):
         dict_size *= 2
-    return [{
-        "id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME,
-        "lc": lc, "lp": lp, "pb": pb, "dict_size": dict_size,
-    }]
+    return [
+        {
+            "id": lzma.FILTER_LZMA2,
+            "preset": 9 | lzma.PRESET_EXTREME,
+            "lc": lc,
+            "lp": lp,
+            "pb": pb,
+            "dict_size": dict_size,
+        }
+    ]
 
 
 def decompress(data: bytes, budget: int) -> bytes:
@@ -614,8 +652,14 @@ def encode_array(
     size = array.size
     count = int(mask.sum())
     if not floating:
-        entry = {"shape": list(array.shape), "dtype": str(array.dtype), "n": size,
-                 "index": "dense", "q": "raw", "bits": None}
+        entry = {
+            "shape": list(array.shape),
+            "dtype": str(array.dtype),
+            "n": size,
+            "index": "dense",
+            "q": "raw",
+            "bits": None,
+        }
         return entry, (b"", b"", np.ascontiguousarray(array).tobytes()), array
     codings = [index] if index else _index_candidates(array, count, bits)
     best = None
@@ -666,11 +710,21 @@ def _permutations(ndim: int) -> list:
 def _packed_size(stream: bytes) -> int:
     if not stream:
         return 0
-    return len(lzma.compress(
-        stream, format=lzma.FORMAT_RAW,
-        filters=[{"id": lzma.FILTER_LZMA2, "preset": 6, "lc": 0, "pb": 0,
-                  "dict_size": 1 << 16}],
-    ))
+    return len(
+        lzma.compress(
+            stream,
+            format=lzma.FORMAT_RAW,
+            filters=[
+                {
+                    "id": lzma.FILTER_LZMA2,
+                    "preset": 6,
+                    "lc": 0,
+                    "pb": 0,
+                    "dict_size": 1 << 16,
+                }
+            ],
+        )
+    )
 
 
 def _index_candidates(array: np.ndarray, count: int, bits: int | None) -> list:
@@ -680,7 +734,9 @@ def _index_candidates(array: np.ndarray, count: int, bits: int | None) -> list:
     return ["bitmask", "delta", "axes"]
 
 
-def write_payload(model_config: dict, weight_items: list, constant_items: list) -> bytes:
+def write_payload(
+    model_config: dict, weight_items: list, constant_items: list
+) -> bytes:
     """The payload: header JSON, then streams grouped by kind."""
     entries = []
     groups: list = [[], [], []]
@@ -729,9 +785,13 @@ def split_streams(entries: list, blob: bytes) -> list:
     lengths = []
     for entry in entries:
         lens = entry.get("len")
-        if not (isinstance(lens, list) and len(lens) == 3 and all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in lens
-        )):
+        if not (
+            isinstance(lens, list)
+            and len(lens) == 3
+            and all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in lens
+            )
+        ):
             raise ValueError(f"bad stream lengths {lens!r}")
         lengths.append(lens)
     if sum(sum(lens) for lens in lengths) != len(blob):
@@ -790,9 +850,14 @@ def check_entry(entry: Any, where: str) -> int:
     if not isinstance(entry, dict):
         raise ValueError(f"{where} is not described by an object.")
     shape = entry.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape
-    ) or len(shape) > 32:
+    if (
+        not isinstance(shape, list)
+        or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40
+            for d in shape
+        )
+        or len(shape) > 32
+    ):
         raise ValueError(f"{where}: bad shape {shape!r}.")
     dtype = entry.get("dtype")
     if dtype not in _DTYPES:
@@ -805,18 +870,33 @@ def check_entry(entry: Any, where: str) -> int:
     for dim in shape:
         size *= dim
     count = entry.get("n")
-    if not (isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= size):
+    if not (
+        isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= size
+    ):
         raise ValueError(f"{where}: bad value count {count!r}.")
     return size * (2 if dtype == "bfloat16" else np.dtype(dtype).itemsize)
 
 
 _DTYPES = (
-    "float16", "float32", "float64", "bfloat16", "int8", "int16", "int32",
-    "int64", "uint8", "uint16", "uint32", "uint64", "bool",
+    "float16",
+    "float32",
+    "float64",
+    "bfloat16",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
 )
 
 
-def bits_for(path: str, is_kernel: bool, bits: Any, other_bits: int | None) -> int | None:
+def bits_for(
+    path: str, is_kernel: bool, bits: Any, other_bits: int | None
+) -> int | None:
     """The bit width of the weight at `path` (``.../layer/kernel``)."""
     if not is_kernel:
         return other_bits
@@ -831,9 +911,11 @@ def bits_for(path: str, is_kernel: bool, bits: Any, other_bits: int | None) -> i
 
 def check_bits(value: Any, label: str, allow_dict: bool) -> None:
     """Raises a ValueError naming `label` unless `value` is a valid bit width."""
+
     def valid(v: Any) -> bool:
         return v is None or (
-            isinstance(v, int) and not isinstance(v, bool)
+            isinstance(v, int)
+            and not isinstance(v, bool)
             and (MIN_BITS <= v <= MAX_BITS or v in (16, 32))
         )
 
