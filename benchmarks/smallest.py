@@ -55,7 +55,7 @@ BITS = (3, 4, 5, "posterior")
 # At equal bits k-means files were larger and no more accurate here (see
 # benchmarks.formats); the search keeps the uniform grid to stay short.
 QUANTIZERS = ("linear",)
-OTHER_BITS = (6,)
+OTHER_BITS = (4, 6)
 HELD_TRAIN = 10_000
 
 
@@ -207,9 +207,9 @@ def main(argv: list | None = None) -> int:
         if net not in DENSE_BYTES or not paths:
             parser.error(f"--sources takes NET=PATH[,PATH...], got {item!r}")
         sources[net] = tuple(p for p in paths.split(",") if p)
-    command = "python -m benchmarks.smallest " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
+    args_given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m benchmarks.smallest", shlex.join(args_given)])
+    command = command.strip()
     (x_train, y_train), test = data.load("mnist")
     held = (x_train[-HELD_TRAIN:], y_train[-HELD_TRAIN:])
     for net in nets:

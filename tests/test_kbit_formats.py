@@ -404,3 +404,15 @@ def test_bad_arguments_elsewhere_name_the_argument(tmp_path):
         ksvd.export_tflite(sparse_model(), tmp_path / "m.tflite", quantize="int16")
     with pytest.raises(TypeError, match="`sparsity`"):
         ksvd.export_tflite(sparse_model(), tmp_path / "m.tflite", sparsity="yes")
+
+
+def test_sparsified_layers_refuse_and_stripped_layers_accept_quantize():
+    # Keras keeps a wrapper of the creating class's `quantize` on each layer;
+    # the class swaps of sparsify and strip must re-wrap it.
+    plain = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, name="fc")])
+    svd = ksvd.sparsify(plain)
+    with pytest.raises(NotImplementedError, match="strip"):
+        svd.get_layer("fc").quantize("int8")
+    stripped = ksvd.strip_sparsevd(svd)
+    stripped.get_layer("fc").quantize("int8")
+    assert stripped.get_layer("fc").quantization_mode == "int8"

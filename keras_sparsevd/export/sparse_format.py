@@ -32,6 +32,12 @@ The file is a NumPy ``.npz`` archive written with `numpy.savez_compressed`
 Each array gets the smallest of the three encodings, counted in bytes before
 compression, so biases and BatchNorm parameters stay dense. Zeros are not
 stored, so a -0.0 comes back as +0.0.
+
+Version 2 (``save_sparse(..., bits=k)``, customarily ``.ksvd``) is not a zip
+but one entropy-coded byte string starting with ``b"KSVD"``: k-bit values,
+indices coded by kept rows and columns or relative positions, a minimal
+architecture; see `keras_sparsevd.export.kbit`. `load_sparse` tells the
+versions apart by their first bytes and reads both.
 """
 
 from __future__ import annotations
