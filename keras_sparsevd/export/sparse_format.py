@@ -75,7 +75,7 @@ def save_sparse(
     *,
     bits: int | str | dict | None = None,
     other_bits: int | None = None,
-    quantizer: str = "kmeans",
+    quantizer: str | None = None,
     compact: bool | None = None,
 ) -> None:
     """Saves `model` in the sparse format (see the module docstring).
@@ -111,9 +111,14 @@ def save_sparse(
         other_bits: version 2: bits of every other floating array (biases,
             normalisation statistics, long number lists in layer configs
             such as a mean image): 1-8, 16, or None (float32, exact).
-        quantizer: version 2, for 1-8 bits: ``"kmeans"`` (a codebook of
-            ``2**bits`` shared values, Deep Compression's weight sharing) or
-            ``"linear"`` (uniform steps between the minimum and maximum).
+        quantizer: version 2, for 1-8 bits: ``"linear"`` (the default:
+            uniform steps between the minimum and maximum) or ``"kmeans"``
+            (a codebook of ``2**bits`` shared values, Deep Compression's
+            weight sharing). k-means is more exact at equal bits, but its
+            codes are used about equally often, so the entropy coder cannot
+            shrink them, and it stores its codebook: on the LeNets uniform
+            codes gave the smaller file at equal error
+            (``python -m benchmarks.formats``).
         compact: remove dead units and filters first (`compact_model`).
             Default: True for version 2 where the model is a chain of layers
             (else not compacted), False for version 1.
@@ -140,12 +145,13 @@ def save_sparse(
                 "`values_dtype` is for version-1 files; with `bits` (version 2) "
                 "pass bits=16 for float16 values."
             )
+        quantizer = "linear" if quantizer is None else quantizer
         _save_v2(model, filepath, bits, other_bits, quantizer, compact)
         return
     for label, value in (("other_bits", other_bits),):
         if value is not None:
             raise ValueError(f"`{label}` needs `bits` (a version-2 file).")
-    if quantizer != "kmeans":
+    if quantizer is not None:
         raise ValueError("`quantizer` needs `bits` (a version-2 file).")
     if svd_layers(model):
         model = strip_sparsevd(model, compact=bool(compact))
