@@ -53,18 +53,14 @@ import sys
 import tempfile
 import warnings
 
-# One thread for TensorFlow, set before it starts.
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import keras_sparsevd as ksvd  # noqa: E402
-from benchmarks import common  # noqa: E402
-from benchmarks.inference import inference_function  # noqa: E402
-from examples import data  # noqa: E402
-from keras_sparsevd import files  # noqa: E402
+import keras_sparsevd as ksvd
+from benchmarks import common
+from benchmarks.inference import inference_function
+from examples import data
+from keras_sparsevd import files
 
 DENSE_BYTES = {"lenet5": 1_724_320, "lenet300": 1_066_440}
 NAMES = {"lenet5": "LeNet-5-Caffe", "lenet300": "LeNet-300-100"}
@@ -82,6 +78,9 @@ QUICK = {"rounds": 2, "round_seconds": 0.02}
 
 
 def _set_one_thread() -> None:
+    # Environment first: it also holds if TensorFlow's context already started.
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     import tensorflow as tf
 
     try:
