@@ -14,7 +14,9 @@ most of the file. Version 2 is one byte string:
 - The header: ``{"model": <config>, "weights": [entry, ...], "constants":
   [entry, ...]}``. The config is the model's Keras config with every key that
   Keras would fill in with the same value removed (checked by rebuilding the
-  model), and every long list of numbers (a ``Normalization`` mean image)
+  model) and without initializers (the stored weights replace what they
+  would draw; a loaded layer reports Keras' default initializer), and every
+  long list of numbers (a ``Normalization`` mean image)
   replaced by ``{"__ksvd_constant__": i}``, the i-th of ``constants``.
 - Each entry: ``shape``, ``dtype``, ``n`` (non-zero values stored),
   ``index`` (how their positions are coded), ``q`` (how their values are
@@ -404,6 +406,8 @@ def _posterior_pairs(layer: keras.layers.Layer) -> list:
 # The model config, made small.
 def minimal_config(model: keras.Model) -> dict:
     """`model`'s config without the keys Keras would fill in the same way.
+
+    Initializers are dropped too: loaded weights replace what they draw.
 
     Each layer's config loses every key whose removal leaves the rebuilt
     layer's config unchanged; then the model is rebuilt from the result and
