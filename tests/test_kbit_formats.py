@@ -416,3 +416,16 @@ def test_sparsified_layers_refuse_and_stripped_layers_accept_quantize():
     stripped = ksvd.strip_sparsevd(svd)
     stripped.get_layer("fc").quantize("int8")
     assert stripped.get_layer("fc").quantization_mode == "int8"
+
+
+def test_bfloat16_weights_round_trip(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(4, dtype="bfloat16", name="d")]
+    )
+    ksvd.save_sparse(model, tmp_path / "bf.ksvd", bits=32, compact=False)
+    loaded = ksvd.load_sparse(tmp_path / "bf.ksvd")
+    assert loaded.get_layer("d").kernel.dtype == "bfloat16"
+    for got, want in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(
+            np.asarray(got, np.float32), np.asarray(want, np.float32)
+        )

@@ -651,6 +651,10 @@ def encode_array(
     them: their raw bytes in their own dtype, ``q`` = ``"raw"``).
     """
     array = np.asarray(array)
+    if array.dtype.name == "bfloat16":
+        # Not a NumPy float type; float32 holds it exactly and loads back into
+        # a bfloat16 variable unchanged.
+        array = array.astype(np.float32)
     floating = np.issubdtype(array.dtype, np.floating)
     mask = array != 0
     size = array.size
