@@ -57,7 +57,6 @@ import itertools
 import json
 import lzma
 import zlib
-from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -420,7 +419,8 @@ def minimal_config(model: keras.Model) -> dict:
     for layer in small.get("config", {}).get("layers", []):
         if isinstance(layer, dict):
             _shrink_layer(layer)
-    if _canonical(small) != _canonical(_without_initializers(full)):
+    reference = _canonical(_without_initializers(full))
+    if reference is None or _canonical(small) != reference:
         return full
     return small
 
@@ -465,14 +465,6 @@ def _shrink_layer(layer: dict) -> None:
             same = False
         if same:
             config.pop(key)
-    if layer.get("module") == "keras.layers":
-        # Built-in layers are found by class name alone.
-        trial = {k: v for k, v in layer.items() if k != "module"}
-        try:
-            if _layer_config(trial) == reference:
-                layer.pop("module")
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _layer_config(layer: dict) -> str:
@@ -669,7 +661,7 @@ def encode_array(
             "bits": None,
         }
         return entry, (b"", b"", np.ascontiguousarray(array).tobytes()), array
-    codings = [index] if index else _index_candidates(array, count, bits)
+    codings = [index] if index else _index_candidates(array, count)
     best = None
     for coding in codings:
         for perm in _permutations(array.ndim) if coding != "dense" else [None]:
@@ -735,7 +727,7 @@ def _packed_size(stream: bytes) -> int:
     )
 
 
-def _index_candidates(array: np.ndarray, count: int, bits: int | None) -> list:
+def _index_candidates(array: np.ndarray, count: int) -> list:
     # An array mostly non-zero (a bias) is cheapest stored whole.
     if count * 4 >= array.size * 3 or array.ndim == 0:
         return ["dense"]
@@ -941,6 +933,3 @@ def check_bits(value: Any, label: str, allow_dict: bool) -> None:
             + (", a dict of them by layer name" if allow_dict else "")
             + f", or None; got {value!r}."
         )
-
-
-Builder = Callable[[], keras.Model]
