@@ -5,7 +5,13 @@
 - `compact_model`: also drops the units and filters pruning left dead
   (and, with ``drop_unread_inputs=True``, the input features nobody reads,
   through a `SelectFeatures` layer).
-- `save_sparse` / `load_sparse`: a file holding only the kept weights.
+- `save_sparse` / `load_sparse`: a file holding only the kept weights;
+  with ``bits=k`` (version 2) k-bit values, coded indices and a minimal
+  architecture, the smallest file (`posterior_bits` picks k per layer from
+  the posterior).
+- `quantize_model`: Keras' own ``Model.quantize`` (int8, int4) on the
+  stripped model, checked to keep the pruned weights zero.
+- `export_tflite`: LiteRT, optionally full-integer int8 and sparse tensors.
 - `size_report`: bytes on disk of each of these.
 - ``python -m keras_sparsevd.export MODEL.keras OUT_DIR``: all of it from the
   command line.
