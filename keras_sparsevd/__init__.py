@@ -13,6 +13,7 @@ from keras_sparsevd.callbacks import KLScheduler, SparsityLogger
 from keras_sparsevd.convert.saving import load_model
 from keras_sparsevd.convert.sparsify import sparsify
 from keras_sparsevd.export import (
+    PrunedWeightsLostError,
     SelectFeatures,
     SizeEntry,
     SizeReport,
@@ -20,6 +21,8 @@ from keras_sparsevd.export import (
     compact_model,
     export_tflite,
     load_sparse,
+    posterior_bits,
+    quantize_model,
     save_sparse,
     size_report,
     strip_sparsevd,
@@ -109,6 +112,9 @@ __all__ = [
     "kl_divergence",
     "load_model",
     "load_sparse",
+    "posterior_bits",
+    "PrunedWeightsLostError",
+    "quantize_model",
     "register_layer_pair",
     "save_sparse",
     "set_kl_weight",

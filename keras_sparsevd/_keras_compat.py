@@ -193,6 +193,37 @@ def refresh_call_signature(layer: keras.layers.Layer) -> None:
     layer._call_has_context_arg = {
         arg: (arg in names) for arg in layer._call_context_args
     }
+    _rewrap_quantize(layer)
+
+
+def _rewrap_quantize(layer: keras.layers.Layer) -> None:
+    """Wraps the `quantize` of the layer's current class as ``Layer.__new__`` does.
+
+    Keras stores a wrapper around the *bound* ``quantize`` of the class a
+    layer was created with as an instance attribute. After a class swap a
+    stripped ``Dense`` would still call ``DenseSVD.quantize`` (which refuses)
+    and a ``DenseSVD`` made from a ``Dense`` would quantize as a ``Dense``.
+    """
+    import functools
+
+    from keras.src.quantizers.quantization_config import validate_and_resolve_config
+
+    if "quantize" not in layer.__dict__:
+        return
+    original = type(layer).quantize.__get__(layer)
+
+    @functools.wraps(original)
+    def quantize_wrapper(mode: Any = None, config: Any = None, **kwargs: Any) -> Any:
+        config = validate_and_resolve_config(mode, config)
+        mode = config.mode
+        layer._check_quantize_args(mode, layer.compute_dtype)
+        layer._tracker.unlock()
+        try:
+            original(mode=mode, config=config, **kwargs)
+        finally:
+            layer._tracker.lock()
+
+    object.__setattr__(layer, "quantize", quantize_wrapper)
 
 
 class _Sink(dict):
@@ -248,6 +279,11 @@ def store_paths(model: keras.Model) -> dict:
         for layer in layers:
             layer.__dict__.pop("save_own_variables", None)
     return found
+
+
+def all_layers(layer: keras.layers.Layer) -> list:
+    """Every layer under `layer` (depth first, each once), `layer` excluded."""
+    return _all_layers(layer)
 
 
 def _all_layers(layer: keras.layers.Layer) -> list:

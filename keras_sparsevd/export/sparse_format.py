@@ -32,11 +32,18 @@ The file is a NumPy ``.npz`` archive written with `numpy.savez_compressed`
 Each array gets the smallest of the three encodings, counted in bytes before
 compression, so biases and BatchNorm parameters stay dense. Zeros are not
 stored, so a -0.0 comes back as +0.0.
+
+Version 2 (``save_sparse(..., bits=k)``, customarily ``.ksvd``) is not a zip
+but one entropy-coded byte string starting with ``b"KSVD"``: k-bit values,
+indices coded by kept rows and columns or relative positions, a minimal
+architecture; see `keras_sparsevd.export.kbit`. `load_sparse` tells the
+versions apart by their first bytes and reads both.
 """
 
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import struct
 import zipfile
@@ -48,7 +55,8 @@ import numpy as np
 
 from keras_sparsevd import _keras_compat as compat
 from keras_sparsevd import files
-from keras_sparsevd.export.strip import strip_sparsevd
+from keras_sparsevd.export import kbit
+from keras_sparsevd.export.strip import compact_model, strip_sparsevd
 from keras_sparsevd.model_helpers import svd_layers
 
 FORMAT_NAME = "keras_sparsevd.sparse"
@@ -64,31 +72,91 @@ def save_sparse(
     model: keras.Model,
     filepath: str | os.PathLike,
     values_dtype: str = "float32",
+    *,
+    bits: int | str | dict | None = None,
+    other_bits: int | None = None,
+    quantizer: str | None = None,
+    compact: bool | None = None,
 ) -> None:
     """Saves `model` in the sparse format (see the module docstring).
 
     A model holding Sparse VD layers is first stripped with
     `strip_sparsevd`, so the file always describes a plain Keras model.
 
+    Without `bits` the file is version 1 (a ``.npz`` archive, float32 or
+    float16 values). With `bits` it is version 2
+    (`keras_sparsevd.export.kbit`): kernels' kept values as k-bit codes
+    (weight sharing or uniform), their positions coded by kept rows and
+    columns or relative indices, a minimal architecture, all entropy-coded
+    in one byte string; by default the model is also compacted first
+    (`compact_model`), so only the biases of kept units are stored. Pruned
+    weights stay exactly zero at any bit width. Both versions load with
+    `load_sparse`.
+
     Args:
         model: a built Sequential or functional Keras model, plain or Sparse
             VD.
-        filepath: where to write; ``.npz`` is the customary suffix (NumPy
-            appends it if missing, so pass it to know the final name).
-        values_dtype: ``"float32"`` (exact) or ``"float16"`` (half the bytes
-            per kept value; predictions then differ by float16 rounding).
-            Applies to every floating-point array stored.
+        filepath: where to write. Version 1: ``.npz`` is the customary suffix
+            (NumPy appends it if missing, so pass it to know the final name).
+            Version 2 writes `filepath` as given (``.ksvd`` is customary).
+        values_dtype: version 1 only: ``"float32"`` (exact) or ``"float16"``
+            (half the bytes per kept value; predictions then differ by
+            float16 rounding). Applies to every floating-point array stored.
+        bits: bits per kept kernel value, which selects version 2: an
+            integer 1-8 (codes), 16 (float16) or 32 (float32, exact); a dict
+            ``{layer name: bits}`` (``"*"`` for the rest, else 32); or
+            ``"posterior"``, the bits `keras_sparsevd.posterior_bits` picks
+            from the posterior variance of each layer (needs the Sparse VD
+            model).
+        other_bits: version 2: bits of every other floating array (biases,
+            normalisation statistics, long number lists in layer configs
+            such as a mean image): 1-8, 16, or None (float32, exact).
+        quantizer: version 2, for 1-8 bits: ``"linear"`` (the default:
+            uniform steps between the minimum and maximum) or ``"kmeans"``
+            (a codebook of ``2**bits`` shared values, Deep Compression's
+            weight sharing). k-means is more exact at equal bits, but its
+            codes are used about equally often, so the entropy coder cannot
+            shrink them, and it stores its codebook: on the LeNets uniform
+            codes gave the smaller file at equal error
+            (``python -m benchmarks.formats``).
+        compact: remove dead units and filters first (`compact_model`).
+            Default: True for version 2 where the model is a chain of layers
+            (else not compacted), False for version 1.
 
     Raises:
-        ValueError: if `values_dtype` is not float32/float16, or the model
-            cannot be stripped.
+        ValueError: if an argument is invalid (the message names it), or the
+            model cannot be stripped (or compacted, with ``compact=True``).
+
+    Example:
+
+    >>> save_sparse(svd_model, "lenet5.npz")  # doctest: +SKIP
+    >>> save_sparse(svd_model, "lenet5.ksvd", bits=4, other_bits=8)  # doctest: +SKIP
+    >>> plain = load_sparse("lenet5.ksvd")  # doctest: +SKIP
     """
     if values_dtype not in _VALUES_DTYPES:
         raise ValueError(
             f"`values_dtype` must be one of {_VALUES_DTYPES}, got {values_dtype!r}."
         )
+    if compact is not None and not isinstance(compact, bool):
+        raise TypeError(f"`compact` must be a bool or None, got {compact!r}.")
+    if bits is not None:
+        if values_dtype != "float32":
+            raise ValueError(
+                "`values_dtype` is for version-1 files; with `bits` (version 2) "
+                "pass bits=16 for float16 values."
+            )
+        quantizer = "linear" if quantizer is None else quantizer
+        _save_v2(model, filepath, bits, other_bits, quantizer, compact)
+        return
+    for label, value in (("other_bits", other_bits),):
+        if value is not None:
+            raise ValueError(f"`{label}` needs `bits` (a version-2 file).")
+    if quantizer is not None:
+        raise ValueError("`quantizer` needs `bits` (a version-2 file).")
     if svd_layers(model):
-        model = strip_sparsevd(model)
+        model = strip_sparsevd(model, compact=bool(compact))
+    elif compact:
+        model = compact_model(model)
     arrays: dict = {}
     entries = []
     for i, weight in enumerate(model.get_weights()):
@@ -122,7 +190,7 @@ def load_sparse(
     custom_objects: dict | None = None,
     max_expansion: float = MAX_EXPANSION,
 ) -> keras.Model:
-    """Loads a model written by `save_sparse` as a plain Keras model.
+    """Loads a model written by `save_sparse` (either version) as a plain Keras model.
 
     Every file is checked before anything is allocated from it: each member's
     declared shape against the bytes the archive holds, the weights' shapes
@@ -154,6 +222,11 @@ def load_sparse(
         )
     try:
         file_bytes = os.path.getsize(filepath)
+        with open(filepath, "rb") as f:
+            magic = f.read(len(kbit.MAGIC))
+        if magic == kbit.MAGIC:
+            budget = max(_MIN_BUDGET, float(max_expansion) * file_bytes)
+            return _load_v2(filepath, file_bytes, int(budget), custom_objects, name)
         with zipfile.ZipFile(filepath) as archive:
             members = _members(archive, file_bytes, name)
             header = _read_header(archive, members, name)
@@ -173,6 +246,7 @@ def load_sparse(
         zipfile.BadZipFile,
         zipfile.LargeZipFile,
         zlib.error,
+        lzma.LZMAError,
         struct.error,
     ) as error:
         raise ValueError(
@@ -484,3 +558,104 @@ def decode_deltas(deltas: np.ndarray) -> np.ndarray:
     deltas = np.asarray(deltas, dtype=np.int64)
     steps = np.where(deltas == 0, _DELTA_MAX, deltas)
     return (np.cumsum(steps) - 1)[deltas != 0]
+
+
+def _save_v2(
+    model: keras.Model,
+    filepath: str | os.PathLike,
+    bits: Any,
+    other_bits: int | None,
+    quantizer: str,
+    compact: bool | None,
+) -> None:
+    """Writes a version-2 file (see `keras_sparsevd.export.kbit`)."""
+    if quantizer not in kbit.QUANTIZERS:
+        raise ValueError(
+            f"`quantizer` must be one of {kbit.QUANTIZERS}, got {quantizer!r}."
+        )
+    if isinstance(bits, str):
+        if bits != "posterior":
+            raise ValueError(
+                "`bits` must be an integer, a dict by layer name or "
+                f"'posterior', got {bits!r}."
+            )
+        bits = kbit.posterior_bits(model)
+    kbit.check_bits(bits, "bits", allow_dict=True)
+    kbit.check_bits(other_bits, "other_bits", allow_dict=False)
+    model = _plain_for_v2(model, compact)
+    config, constants = kbit.extract_constants(kbit.minimal_config(model))
+    weight_items = []
+    for weight in model.weights:
+        array = np.asarray(keras.ops.convert_to_numpy(weight))
+        width = kbit.bits_for(weight.path, array.ndim >= 2, bits, other_bits)
+        entry, streams, _ = kbit.encode_array(array, width, quantizer)
+        weight_items.append((entry, streams))
+    constant_items = []
+    for array in constants:
+        entry, streams, _ = kbit.encode_array(array, other_bits, quantizer)
+        constant_items.append((entry, streams))
+    payload = kbit.write_payload(config, weight_items, constant_items)
+    files.write_bytes(filepath, kbit.compress(payload))
+
+
+def _plain_for_v2(model: keras.Model, compact: bool | None) -> keras.Model:
+    """The plain model to store: stripped and, where it can be, compacted."""
+    if compact is False:
+        return strip_sparsevd(model) if svd_layers(model) else model
+    try:
+        return compact_model(model)
+    except ValueError:
+        if compact:
+            raise
+    # compact=None on a model compaction does not handle: stored as it is.
+    return strip_sparsevd(model) if svd_layers(model) else model
+
+
+def _load_v2(
+    filepath: str | os.PathLike,
+    file_bytes: int,
+    budget: int,
+    custom_objects: dict | None,
+    name: str,
+) -> keras.Model:
+    """`load_sparse` for a version-2 file; every failure a `ValueError`."""
+    with open(filepath, "rb") as f:
+        data = f.read(file_bytes + 1)
+    try:
+        payload = kbit.decompress(data, budget)
+        header, blob = kbit.read_payload(payload)
+    except ValueError as error:
+        raise ValueError(f"{name}: not a readable sparse file ({error}).") from None
+    weights_entries = header.get("weights")
+    constant_entries = header.get("constants")
+    if not isinstance(header.get("model"), dict):
+        raise ValueError(f"{name}: its header holds no model config.")
+    if not isinstance(weights_entries, list) or not isinstance(constant_entries, list):
+        raise ValueError(f"{name}: its header holds no list of weights.")
+    entries = weights_entries + constant_entries
+    total = 0
+    for i, entry in enumerate(entries):
+        total += kbit.check_entry(entry, f"{name}: array {i}")
+        if total > budget:
+            raise ValueError(
+                f"{name}: array {i}: the weights would take more than "
+                f"{budget:,} bytes, far more than a file of this size can "
+                "describe: the file is damaged or crafted (pass a larger "
+                "`max_expansion` if you trust it)."
+            )
+    try:
+        streams = kbit.split_streams(entries, blob)
+        arrays = [
+            kbit.decode_entry(entry, stream) for entry, stream in zip(entries, streams)
+        ]
+        config = kbit.insert_constants(header["model"], arrays[len(weights_entries) :])
+    except (ValueError, TypeError, IndexError) as error:
+        raise ValueError(f"{name}: damaged sparse file ({error}).") from None
+    model = _build_checked(config, weights_entries, custom_objects, name)
+    try:
+        model.set_weights(arrays[: len(weights_entries)])
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{name}: its weights do not fit its model ({error})."
+        ) from error
+    return model
