@@ -80,6 +80,7 @@ def pixel(frame: np.ndarray, box: tuple) -> tuple:
     return colours.pop()
 
 
+@pytest.mark.slow
 def test_gif_has_a_frame_per_epoch_and_pruned_weights_grey(tmp_path):
     model = tiny_lenet5()
     prune_some(model)
@@ -124,6 +125,7 @@ def test_gif_has_a_frame_per_epoch_and_pruned_weights_grey(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_resumed_run_keeps_its_frames_and_drops_lost_ones(tmp_path):
     """BackupAndRestore as in examples.train: interrupted after 2 epochs."""
     x = RNG.random((32, 12, 12, 1)).astype("float32")

@@ -173,6 +173,7 @@ BAD_ARGUMENTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, error, match", BAD_ARGUMENTS)
 def test_bad_arguments_are_refused_at_construction_naming_them(make, error, match):
     with pytest.raises(error, match=match):
@@ -233,6 +234,7 @@ print("ok", keras.backend.backend())
 """
 
 
+@pytest.mark.slow
 def test_a_new_threshold_reaches_predict_on_jax(tmp_path):
     if importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed (an optional backend)")

@@ -65,6 +65,7 @@ print("ok", backend, ksvd.sparsity_report(model).compression, ksvd.__file__)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_fit_save_load_and_noise_on_backend(backend, tmp_path):
     if importlib.util.find_spec(backend) is None:

@@ -34,6 +34,7 @@ def _check_train_speed_rows(results, expected):
             assert _positive(r[key]), (key, r[key])
 
 
+@pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_train_speed_quick_writes_json(tmp_path, capsys):
     out = tmp_path / "train.json"
@@ -55,6 +56,7 @@ def test_train_speed_quick_writes_json(tmp_path, capsys):
     assert "SVD/plain" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_train_speed_other_backend_runs_in_its_own_process(tmp_path):
     pytest.importorskip("jax")
     out = tmp_path / "train.json"
@@ -74,6 +76,7 @@ def test_train_speed_twins_have_the_same_layers():
     assert svd.output_shape == plain.output_shape == (None, 10)
 
 
+@pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_inference_quick_writes_json(tmp_path, capsys):
     out = tmp_path / "inference.json"

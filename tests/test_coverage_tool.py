@@ -4,6 +4,7 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
 from benchmarks import coverage
 
@@ -15,6 +16,7 @@ def _tiny():
     return model, np.random.default_rng(0).random((4, 4)).astype("float32"), None
 
 
+@pytest.mark.slow
 def test_a_row_runs_the_whole_route_and_a_failure_says_where(tmp_path):
     row: dict = {}
     coverage.route(_tiny, row)

@@ -85,6 +85,7 @@ def _trained_model():
     return model, x
 
 
+@pytest.mark.slow
 @pytest.mark.all_backends
 @pytest.mark.parametrize("target", OTHER_BACKENDS)
 def test_model_saved_here_loads_and_predicts_the_same_on(target, tmp_path):

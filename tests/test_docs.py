@@ -3,6 +3,8 @@
 import os
 import re
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -11,6 +13,7 @@ def _blocks(page: str) -> list:
         return re.findall(r"```python\n(.*?)```", f.read(), re.S)
 
 
+@pytest.mark.slow
 def test_own_layer_pair_page_runs(tmp_path, monkeypatch, capsys):
     blocks = _blocks("own-layer-pair.md")
     assert len(blocks) == 2

@@ -21,11 +21,13 @@ import every_model_scenario  # noqa: E402
 pytest.importorskip("keras_hub")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(every_model_scenario.CASES))
 def test_every_kind_of_model_converts_fits_saves_and_strips(case):
     assert every_model_scenario.check(case)["converted"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_every_kind_of_model_on_the_other_backends(backend):
     pytest.importorskip(backend)

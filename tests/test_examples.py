@@ -22,6 +22,7 @@ def _fit_a_few_steps(model, x, y):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lenet300", "lenet5"])
 @pytest.mark.parametrize("sparse", [True, False])
 def test_mnist_models_build_and_train(name, sparse):
@@ -37,6 +38,7 @@ def test_mnist_models_build_and_train(name, sparse):
         assert weights == (266_200 if name == "lenet300" else 430_500)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classes", [10, 100])
 @pytest.mark.parametrize("sparse", [True, False])
 def test_vgglike_builds_and_trains_on_cifar_shapes(classes, sparse):
@@ -158,6 +160,7 @@ def test_bad_folders_give_clear_errors(tmp_path):
         data.load("imagenet", tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_train_entry_point_writes_the_run_folder(tmp_path):
     make_mnist_folder(tmp_path / "mnist", n_train=300, n_test=100)
@@ -213,6 +216,7 @@ def test_train_entry_point_writes_the_run_folder(tmp_path):
     assert error == pytest.approx(saved["test_error_percent"])
 
 
+@pytest.mark.slow
 def test_train_same_seed_repeats_the_run_bit_for_bit(tmp_path):
     # RESULTS.md counts runs as independent only across seeds or code changes.
     make_mnist_folder(tmp_path / "mnist", n_train=200, n_test=50)
@@ -252,6 +256,7 @@ def test_train_compilation_flags_and_backend_hint(capsys):
     assert train.backend_hint("lenet5") is None
 
 
+@pytest.mark.slow
 def test_train_dense_baseline_and_vgg_init_from(tmp_path):
     make_mnist_folder(tmp_path / "mnist", n_train=100, n_test=20)
     report = train.main(
@@ -334,6 +339,7 @@ def _tfds_must_not_be_called(monkeypatch):
     monkeypatch.setattr(tfds, "load", forbidden)
 
 
+@pytest.mark.slow
 def test_mnist_defaults_to_the_shipped_files_offline(monkeypatch):
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     _tfds_must_not_be_called(monkeypatch)
@@ -432,6 +438,7 @@ def test_tfds_keyword_offline_error_points_to_the_shipped_files(monkeypatch):
     assert "examples/mnist" in str(info.value)
 
 
+@pytest.mark.slow
 def test_train_without_data_flag_reads_the_shipped_mnist(tmp_path, monkeypatch):
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     _tfds_must_not_be_called(monkeypatch)

@@ -351,6 +351,7 @@ def serve_without_package(tmp_path, plain, x, expected, keras_loads="yes"):
     assert "SERVED_OK" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_savedmodel_serves_in_a_process_without_keras_sparsevd(tmp_path):
     rng = np.random.default_rng(4)
@@ -733,6 +734,7 @@ def test_compact_drop_unread_inputs_conv_and_nested_functional():
     assert max_diff(model, small, x) <= TOLERANCE
 
 
+@pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_compact_drop_unread_inputs_serves_without_package(tmp_path):
     rng = np.random.default_rng(15)

@@ -85,6 +85,7 @@ def test_cli_writes_formats_and_prints_reports(svd_model_path, tmp_path, capsys)
         assert np.max(np.abs(exported.predict(x, verbose=0) - expected)) <= 1e-5
 
 
+@pytest.mark.slow
 def test_cli_drop_unread_inputs(tmp_path, capsys):
     model = keras.Sequential(
         [
@@ -153,6 +154,7 @@ def test_cli_refuses_existing_out_dir_and_overwrites_only_its_files(
     assert keras.saving.load_model(out / "model.keras").get_layer("fc1").units == 30
 
 
+@pytest.mark.slow
 def test_cli_never_writes_over_its_input(tmp_path, svd_model_path, capsys):
     # examples.train saves <run>/model.keras: exporting it into <run>.
     run = tmp_path / "run"
@@ -178,6 +180,7 @@ def test_cli_never_writes_over_its_input(tmp_path, svd_model_path, capsys):
     assert model_path.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_cli_killed_while_publishing_leaves_no_partial_or_mixed_export(
     svd_model_path, tmp_path, monkeypatch, capsys
 ):
@@ -262,6 +265,7 @@ def test_cli_bad_inputs_give_one_line_errors(tmp_path, capsys):
     assert not os.path.exists(out)
 
 
+@pytest.mark.slow
 def test_module_entry_point_exits_2_without_traceback(tmp_path):
     (tmp_path / "junk.keras").write_bytes(b"PK\x03\x04 truncated zip")
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="3")

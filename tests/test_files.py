@@ -34,6 +34,7 @@ def test_save_model_keeps_the_suffix_keras_needs(tmp_path):
     assert os.listdir(tmp_path) == ["m.keras"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exchange", [True, False])
 def test_atomic_folder_keeps_the_old_folder_until_the_new_is_complete(
     tmp_path, monkeypatch, exchange

@@ -42,6 +42,7 @@ def test_kl_is_float32_for_float16_input():
     assert np.all(np.isfinite(np.asarray(kl)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "x"])
 def test_set_kl_weight_rejects_bad_values(bad):
     model = ksvd.DenseSVD(3)
@@ -49,6 +50,7 @@ def test_set_kl_weight_rejects_bad_values(bad):
         ksvd.set_kl_weight(model, bad)
 
 
+@pytest.mark.slow
 def test_set_kl_weight_needs_svd_layers():
     import keras
 
@@ -57,6 +59,7 @@ def test_set_kl_weight_needs_svd_layers():
         ksvd.set_kl_weight(model, 0.1)
 
 
+@pytest.mark.slow
 def test_set_kl_weight_before_and_after_build():
     import keras
 

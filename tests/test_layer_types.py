@@ -177,6 +177,7 @@ def _copy_plain_weights(svd, plain):
 # 1 and 3. Evaluation with negligible noise is the plain Keras layer, and a
 # weight with log_alpha >= threshold is zero in it. (One test per layer
 # type for both: the per-test session reset is a good part of the runtime.)
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.all_backends
 def test_evaluation_equals_plain_layer_and_pruned_weights_are_zero(case):
@@ -264,6 +265,7 @@ MOMENT_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", MOMENT_CASES)
 @pytest.mark.all_backends
 def test_training_pass_moments(case):
@@ -380,6 +382,7 @@ def _expected_kl(layers, weight):
     return weight * total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.all_backends
 def test_round_trips_and_kl_term(case, tmp_path):
@@ -443,6 +446,7 @@ def test_round_trips_and_kl_term(case, tmp_path):
 
 # ----------------------------------------------------------------------
 # 5b. Every layer type trains: a fit step reaches theta and log_sigma2.
+@pytest.mark.slow
 @pytest.mark.all_backends
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_layer_type_trains(case):
@@ -564,6 +568,7 @@ print("ok jax", loss[0])
 """
 
 
+@pytest.mark.slow
 def test_new_layers_on_jax_backend(tmp_path):
     if importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed (an optional backend)")

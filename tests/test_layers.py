@@ -50,6 +50,7 @@ def test_dense_training_pass_moments():
     _check_moments(out.astype("float64"), mean[0], variance[0], n)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.all_backends
 def test_conv2d_training_pass_moments(data_format):
@@ -149,6 +150,7 @@ def test_bias_is_not_in_the_variance():
         ),
     ],
 )
+@pytest.mark.slow
 @pytest.mark.all_backends
 def test_evaluation_equals_plain_keras_layer(svd_layer, keras_layer, input_shape):
     svd, plain = svd_layer(), keras_layer()
@@ -256,6 +258,7 @@ def test_noise_is_standard_normal_for_odd_shapes():
         assert abs(np.mean(z < q) - expected) < 0.004
 
 
+@pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_noise_for_symbolic_shapes_inside_tf_function():
     import tensorflow as tf

@@ -50,6 +50,7 @@ def compile_(model, **kwargs):
     "build",
     [pytest.param(conv_model, marks=pytest.mark.all_backends), functional_model],
 )
+@pytest.mark.slow
 def test_fit_evaluate_predict_and_keras_round_trip(build, tmp_path):
     model = compile_(build())
     history = model.fit(
@@ -76,6 +77,7 @@ def test_fit_evaluate_predict_and_keras_round_trip(build, tmp_path):
     compile_(loaded).fit(X_IMG, Y_IMG, epochs=1, verbose=0)
 
 
+@pytest.mark.slow
 @pytest.mark.all_backends
 def test_loss_includes_kl_over_n():
     model = compile_(conv_model())
@@ -108,6 +110,7 @@ def test_training_without_kl_weight_is_an_error_that_names_both_fixes():
 # Not on JAX: Keras' JAX fit detaches the variables' values while it steps and
 # reattaches them at the epoch's end, so an error in the first step leaves the
 # model without weights ("'NoneType' object is not callable" on the next fit).
+@pytest.mark.slow
 def test_fixing_the_kl_weight_on_the_same_compiled_model_trains():
     model = compile_(conv_model())
     with pytest.raises(ksvd.KLWeightNotSetError):
@@ -115,6 +118,7 @@ def test_fixing_the_kl_weight_on_the_same_compiled_model_trains():
     model.fit(X_IMG, Y_IMG, epochs=1, verbose=0, callbacks=[ksvd.KLScheduler(64)])
 
 
+@pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_custom_training_loop_with_set_kl_weight():
     import tensorflow as tf
@@ -137,6 +141,7 @@ def test_custom_training_loop_with_set_kl_weight():
     assert len(model.losses) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.all_backends
 def test_kl_scheduler_follows_the_paper_warm_up():
     sched = ksvd.KLScheduler(num_train_examples=60000)
@@ -164,12 +169,14 @@ def test_kl_scheduler_follows_the_paper_warm_up():
         {"num_train_examples": 10, "start_epoch": 5, "end_epoch": 2},
     ],
 )
+@pytest.mark.slow
 @pytest.mark.all_backends
 def test_kl_scheduler_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         ksvd.KLScheduler(**kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.all_backends
 def test_sparsity_logger_feeds_history_and_csv(tmp_path):
     model = compile_(conv_model())
@@ -235,6 +242,7 @@ def test_sparsity_report_errors():
         ksvd.sparsity_report(ksvd.DenseSVD(2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 @pytest.mark.all_backends
 def test_mixed_precision_trains_without_nan(policy):
