@@ -95,6 +95,7 @@ def test_float_bits_round_trip(tmp_path, bits):
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantizer", ["linear", "kmeans"])
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
 def test_k_bit_values_keep_zeros_and_stay_within_a_step(tmp_path, bits, quantizer):
@@ -200,6 +201,7 @@ def test_version_1_is_still_the_default_and_loads(tmp_path):
 
 # ----------------------------------------------------------------------
 # Index coding.
+@pytest.mark.slow
 @pytest.mark.parametrize("coding", ["bitmask", "delta", "axes"])
 @pytest.mark.parametrize("shape", [(1,), (300,), (17, 9), (5, 5, 3, 7)])
 @pytest.mark.parametrize("density", [0.0, 0.02, 0.5, 1.0])
@@ -260,6 +262,7 @@ def test_posterior_bits_follow_the_posterior_variance():
 
 # ----------------------------------------------------------------------
 # Keras quantization keeps the zeros.
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["int8", "int4"])
 def test_zeros_survive_keras_quantization(mode):
     model = svd_model()
@@ -300,6 +303,7 @@ def test_quantize_model_leaves_a_plain_model_float(tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_tflite_full_integer_int8_with_sparsity(tmp_path):
     import tensorflow as tf
@@ -377,6 +381,7 @@ def test_damaged_version_2_files_are_value_errors(tmp_path):
         ({"quantizer": "linear"}, "quantizer"),
     ],
 )
+@pytest.mark.slow
 def test_bad_save_arguments_name_the_argument(tmp_path, kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         ksvd.save_sparse(sparse_model(), tmp_path / "m.ksvd", **kwargs)

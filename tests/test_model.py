@@ -271,6 +271,7 @@ def test_mixed_precision_trains_without_nan(policy):
 @pytest.mark.parametrize(
     "jit_compile", [True, pytest.param("auto", marks=pytest.mark.all_backends)]
 )
+@pytest.mark.slow
 def test_jit_compile_trains(jit_compile):
     model = compile_(conv_model(), jit_compile=jit_compile)
     before = keras.ops.convert_to_numpy(model.get_layer("d1").log_sigma2).copy()
@@ -306,6 +307,7 @@ def test_jit_compile_trains(jit_compile):
         ksvd.Conv3DSVD(2, 2, kernel_initializer="he_normal"),
     ],
 )
+@pytest.mark.slow
 @pytest.mark.all_backends
 def test_config_round_trip(layer):
     config = layer.get_config()
@@ -342,6 +344,7 @@ def test_summary_is_readable():
         (lambda: ksvd.DenseSVD(3, seed="a"), "`seed`"),
     ],
 )
+@pytest.mark.slow
 @pytest.mark.all_backends
 def test_bad_arguments_are_clear_value_errors(make, match):
     with pytest.raises(ValueError, match=match):

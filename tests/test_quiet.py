@@ -51,6 +51,7 @@ REAL = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.all_backends
 @pytest.mark.parametrize("line", [ONEDNN, ABSL, CPU_GUARD, CPU_GUARD_2])
 def test_start_up_notices_are_dropped_on_every_machine(line):
@@ -58,6 +59,7 @@ def test_start_up_notices_are_dropped_on_every_machine(line):
     assert _quiet.is_notice(line, gpu=True)
 
 
+@pytest.mark.slow
 @pytest.mark.all_backends
 @pytest.mark.parametrize("line", [CUDA_STUB, CUINIT])
 def test_cuda_lines_are_dropped_only_without_an_nvidia_device(line):
@@ -66,6 +68,7 @@ def test_cuda_lines_are_dropped_only_without_an_nvidia_device(line):
     assert not _quiet.is_notice(line, gpu=True)
 
 
+@pytest.mark.slow
 @pytest.mark.all_backends
 @pytest.mark.parametrize("line", REAL)
 def test_other_lines_are_kept(line):
@@ -92,6 +95,7 @@ def test_other_lines_are_kept(line):
         (["python"], None),
     ],
 )
+@pytest.mark.slow
 def test_program_module_reads_the_interpreters_command_line(argv, module):
     assert _quiet.program_module(argv) == module
 
@@ -137,6 +141,7 @@ def test_first_import_runs_filtered_then_the_hook_is_gone(tmp_path, monkeypatch,
     assert "exec_module" not in vars(noisy_start.__spec__.loader)
 
 
+@pytest.mark.slow
 @pytest.mark.all_backends
 def test_the_hook_leaves_other_imports_alone(monkeypatch):
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
@@ -146,6 +151,7 @@ def test_the_hook_leaves_other_imports_alone(monkeypatch):
     assert sys.meta_path[0] is hook
 
 
+@pytest.mark.slow
 @pytest.mark.all_backends
 def test_filtered_stderr_keeps_real_lines_in_order_and_drops_notices(capfd):
     with _quiet.filtered_stderr(_quiet.is_notice):
@@ -166,6 +172,7 @@ def test_filtered_stderr_writes_back_before_an_exception_propagates(capfd):
     assert capfd.readouterr().err == "after\n"
 
 
+@pytest.mark.slow
 def test_export_cli_starts_quietly_and_still_reports_its_error(tmp_path):
     # A fresh process, as a user starts it: no TF_CPP_MIN_LOG_LEVEL.
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

@@ -44,6 +44,7 @@ def in_a_copy_of_the_root(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_sparsify_your_own_model_snippets_run(tmp_path, monkeypatch, capsys):
     blocks = _blocks("Sparsify your own model")
     monkeypatch.chdir(tmp_path)

@@ -50,6 +50,7 @@ def _copy_weights(sparse_cell, plain_cell, kernels=None):
     [{}, {"return_sequences": True, "go_backwards": True}, {"return_state": True}],
     ids=["last", "sequences-backwards", "state"],
 )
+@pytest.mark.slow
 def test_evaluation_equals_keras_layer(svd_cls, keras_cls, extra, options):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5, 6, 3)).astype("float32")
@@ -73,6 +74,7 @@ def test_evaluation_equals_keras_layer(svd_cls, keras_cls, extra, options):
     assert float(_np(sparse.cell.kernel_mask)[0].sum()) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("svd_cls, keras_cls, extra", PAIRS, ids=PAIR_IDS)
 def test_structured_evaluation_equals_keras_layer_with_folded_kernels(
     svd_cls, keras_cls, extra
@@ -120,6 +122,7 @@ def _linear_rnn(**kwargs):
     return layer
 
 
+@pytest.mark.slow
 def test_one_weight_sample_per_batch_shared_by_examples_and_steps():
     layer = _linear_rnn()
     x = np.ones((8, 4, 2), "float32")
@@ -184,6 +187,7 @@ def test_training_without_kl_weight_is_an_error():
         layer(np.ones((2, 3, 4), "float32"), training=True)
 
 
+@pytest.mark.slow
 def test_irrelevant_input_features_are_pruned_and_the_relevant_one_kept():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -218,6 +222,7 @@ def test_irrelevant_input_features_are_pruned_and_the_relevant_one_kept():
     assert np.sqrt(np.mean((pred - y) ** 2)) < 0.35
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("svd_cls, keras_cls, extra", PAIRS, ids=PAIR_IDS)
 def test_masking_and_states_in_training(svd_cls, keras_cls, extra):
     x = np.random.default_rng(2).normal(size=(3, 5, 2)).astype("float32")
@@ -238,6 +243,7 @@ def test_masking_and_states_in_training(svd_cls, keras_cls, extra):
     assert len(got) == (3 if svd_cls is ksvd.LSTMSVD else 2)
 
 
+@pytest.mark.slow
 def test_bidirectional_trains_and_reports_both_directions():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -273,6 +279,7 @@ def test_bidirectional_trains_and_reports_both_directions():
     assert ksvd.sparsity_report(model).layers[0].weights == 112
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("svd_cls, keras_cls, extra", PAIRS, ids=PAIR_IDS)
 def test_config_and_keras_round_trip(svd_cls, keras_cls, extra, tmp_path):
     layer = svd_cls(
@@ -328,6 +335,7 @@ def _pruned_lstm_model(x, **kwargs):
     return model
 
 
+@pytest.mark.slow
 def test_strip_gives_keras_lstm_with_same_predictions():
     x = np.random.default_rng(6).normal(size=(4, 5, 3)).astype("float32")
     model = _pruned_lstm_model(x)
@@ -344,6 +352,7 @@ def test_strip_gives_keras_lstm_with_same_predictions():
     assert 0.3 < np.mean(kernel == 0) < 0.7
 
 
+@pytest.mark.slow
 def test_strip_of_structured_lstm_gives_same_predictions():
     x = np.random.default_rng(6).normal(size=(4, 5, 3)).astype("float32")
     model = _pruned_lstm_model(x, group_sparsity=True)
@@ -356,6 +365,7 @@ def test_strip_of_structured_lstm_gives_same_predictions():
     )
 
 
+@pytest.mark.slow
 def test_sparsify_converts_keras_recurrent_layers():
     x = np.random.default_rng(7).normal(size=(4, 5, 3)).astype("float32")
     model = keras.Sequential(
@@ -451,6 +461,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_recurrent_layers_on_jax(tmp_path):
     if importlib.util.find_spec("jax") is None:
         pytest.skip("jax is not installed (an optional backend)")

@@ -46,6 +46,7 @@ class Recorder(keras.callbacks.Callback):
         self.logs.append(dict(logs or {}))
 
 
+@pytest.mark.slow
 @pytest.mark.all_backends
 def test_fit_on_data_with_one_nan_pixel_stops_naming_the_layer():
     x = X.copy()

@@ -233,6 +233,7 @@ def _load_each(cases: list, tmp_path, expected=None) -> dict:
     return outcomes
 
 
+@pytest.mark.slow
 def test_load_sparse_answers_every_damaged_or_crafted_file_with_value_error(
     tmp_path,
 ):

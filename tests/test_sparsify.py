@@ -17,10 +17,12 @@ sys.path.insert(0, HERE)
 import sparsify_scenario  # noqa: E402
 
 
+@pytest.mark.slow
 def test_done_when_scenario_in_process():
     assert sparsify_scenario.run()["backend"] == keras.backend.backend()
 
 
+@pytest.mark.slow
 def test_done_when_scenario_jax():
     pytest.importorskip("jax")
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
@@ -297,6 +299,7 @@ def test_counterpart_of_is_the_one_declaration_of_a_pair(tmp_path):
     assert type(ksvd.strip_sparsevd(sparse).layers[0]) is Scale
 
 
+@pytest.mark.slow
 def test_compact_and_sparse_file_accept_the_new_layer_types(tmp_path):
     rng = np.random.default_rng(0)
     model = keras.Sequential(

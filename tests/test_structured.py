@@ -7,6 +7,7 @@ import pytest
 import keras_sparsevd as ksvd
 
 
+@pytest.mark.slow
 def test_irrelevant_input_groups_are_pruned_and_relevant_ones_kept():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -45,6 +46,7 @@ def test_irrelevant_input_groups_are_pruned_and_relevant_ones_kept():
     assert np.sqrt(np.mean((pred - y) ** 2)) < 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.all_backends
 def test_groups_train_with_the_weights():
     """A fit step reaches the group variables of a dense and a conv layer."""
@@ -118,6 +120,7 @@ def _prune_groups(layer, keep):
     layer.group_log_sigma2.assign(np.where(keep, log_mu2 - 6.0, log_mu2 + 6.0))
 
 
+@pytest.mark.slow
 def test_compaction_removes_pruned_groups_with_identical_predictions(tmp_path):
     rng = np.random.default_rng(2)
     model = keras.Sequential(

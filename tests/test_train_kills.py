@@ -96,6 +96,7 @@ def resumed_after(output: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+@pytest.mark.slow
 def test_killed_runs_resume_with_nothing_lost(tmp_path):
     seed = int(os.environ.get("KILL_TEST_SEED", "0"))
     rng = random.Random(seed)
@@ -164,6 +165,7 @@ def test_killed_runs_resume_with_nothing_lost(tmp_path):
     assert model.count_params() > 0 and report["train_examples"] == 200
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_recognised_and_other_options_refused(tmp_path, capsys):
     make_mnist_folder(tmp_path / "mnist", n_train=100, n_test=20)
     out = tmp_path / "run"
@@ -185,6 +187,7 @@ def test_a_finished_run_is_recognised_and_other_options_refused(tmp_path, capsys
     assert "holds this run" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_unfinished_run_resumes_only_for_its_own_options(
     tmp_path, capsys, monkeypatch
 ):
@@ -205,6 +208,7 @@ def test_an_unfinished_run_resumes_only_for_its_own_options(
     assert report["epochs"] == 2 and not (out / run_folder.BACKUP_DIR).exists()
 
 
+@pytest.mark.slow
 def test_a_folder_in_use_is_refused_naming_the_process(tmp_path, capsys):
     make_mnist_folder(tmp_path / "mnist", n_train=100, n_test=20)
     out = tmp_path / "run"

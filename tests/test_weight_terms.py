@@ -137,6 +137,7 @@ def test_unused_outputs_get_no_gradient_from_them(upstream):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
+@pytest.mark.slow
 @pytest.mark.all_backends
 def test_lenet_like_fit_lowers_the_loss():
     """A small LeNet-5-like net learns a separable task on every backend."""
@@ -203,6 +204,7 @@ print("JAX_OK")
 """
 
 
+@pytest.mark.slow
 def test_jax_gradients_match_autodiff():
     """From a TensorFlow process too, for runs that test one backend only."""
     pytest.importorskip("jax")
