@@ -2,10 +2,12 @@
 
 import keras
 import numpy as np
+import pytest
 
 import keras_sparsevd as ksvd
 
 
+@pytest.mark.slow
 def test_irrelevant_inputs_are_pruned_and_relevant_ones_kept():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -7,6 +7,7 @@ import pytest
 import keras_sparsevd as ksvd
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tie_weights", [True, False])
 @pytest.mark.all_backends
 def test_sparsified_reversible_embedding_equals_keras_with_masked_tables(

@@ -228,6 +228,7 @@ def test_group_errors_and_sparsify_structured():
     )
 
 
+@pytest.mark.slow
 def test_architecture_picture(tmp_path):
     from examples import plots
 
