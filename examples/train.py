@@ -314,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         "units and filters are pruned (structured Sparse VD)",
     )
     p.add_argument(
+        "--channel-groups",
+        action="store_true",
+        help="with --structured, LeNet-5: fc1's groups are one per conv2 filter, "
+        "shared over its positions after Flatten, so they prune whole filters",
+    )
+    p.add_argument(
         "--no-train-clip",
         action="store_true",
         help="do not zero pruned weights in the training mean (LeNets)",
@@ -383,6 +389,8 @@ def main(argv: list | None = None) -> dict:
         raise SystemExit("--init-from applies to --variant svd only")
     if args.structured and (args.variant != "svd" or args.model == "vgglike"):
         raise SystemExit("--structured applies to the LeNets with --variant svd")
+    if args.channel_groups and not (args.structured and args.model == "lenet5"):
+        raise SystemExit("--channel-groups applies to --model lenet5 --structured")
     if args.animate and args.variant != "svd":
         raise SystemExit("--animate applies to --variant svd only")
     if args.animate_every < 1:
@@ -519,6 +527,7 @@ def _run(args: argparse.Namespace, argv: list | None, out: Path, scope) -> dict:
                 ),
                 train_clip=not args.no_train_clip,
                 structured=args.structured,
+                channel_groups=args.channel_groups,
             )
         elif args.model in ("lenet300", "lenet5"):
             mean_image = None if args.no_mean_image else x_train.mean(axis=0)
@@ -530,6 +539,7 @@ def _run(args: argparse.Namespace, argv: list | None, out: Path, scope) -> dict:
                 threshold=args.threshold,
                 train_clip=not args.no_train_clip,
                 structured=args.structured,
+                **({"channel_groups": True} if args.channel_groups else {}),
             )
         else:
             log_sigma2 = args.log_sigma2_init
