@@ -434,6 +434,10 @@ def run_signature(options: dict) -> dict:
     """The options that make a run what it is (not how it prints or where)."""
     ignored = ("verbose", "no_plots", "restart", "out")
     kept = {k: v for k, v in options.items() if k not in ignored}
+    # Added later: off, it is left out, so that runs of earlier versions,
+    # whose signature lacks it, still resume.
+    if not kept.get("channel_groups"):
+        kept.pop("channel_groups", None)
     return json.loads(json.dumps(kept))  # tuples as lists, as saved
 
 

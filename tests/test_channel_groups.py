@@ -283,3 +283,20 @@ def test_option_misuse_is_refused():
         ksvd.sparsify(model, channel_groups=True, verbose=False)
     with pytest.raises(TypeError, match="`channel_groups` must be True or False"):
         ksvd.sparsify(model, structured=True, channel_groups="yes", verbose=False)
+
+
+def test_train_flag_and_lenet5_builder():
+    from examples import models, train
+
+    with pytest.raises(SystemExit, match="--channel-groups applies"):
+        train.main(["--model", "lenet300", "--structured", "--channel-groups"])
+    with pytest.raises(SystemExit, match="--channel-groups applies"):
+        train.main(["--model", "lenet5", "--channel-groups"])
+    # Off, the option stays out of the signature: earlier runs still resume.
+    options = vars(train.build_parser().parse_args(["--model", "lenet5"]))
+    assert "channel_groups" not in train.run_signature(options)
+    model = models.lenet5(structured=True, channel_groups=True)
+    fc1 = model.get_layer("fc1")
+    assert fc1.group_channels == 50 and tuple(fc1.group_mu.shape) == (50,)
+    with pytest.raises(ValueError, match="needs `sparse` and `structured`"):
+        models.lenet5(channel_groups=True)
