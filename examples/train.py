@@ -320,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
         "shared over its positions after Flatten, so they prune whole filters",
     )
     p.add_argument(
+        "--group-kl-scale",
+        type=float,
+        default=1.0,
+        help="with --structured: weight of the group variables' KL against the "
+        "weights' (keras_sparsevd.set_group_kl_scale; default 1, the paper's prior)",
+    )
+    p.add_argument(
         "--no-train-clip",
         action="store_true",
         help="do not zero pruned weights in the training mean (LeNets)",
@@ -391,6 +398,8 @@ def main(argv: list | None = None) -> dict:
         raise SystemExit("--structured applies to the LeNets with --variant svd")
     if args.channel_groups and not (args.structured and args.model == "lenet5"):
         raise SystemExit("--channel-groups applies to --model lenet5 --structured")
+    if args.group_kl_scale != 1.0 and not args.structured:
+        raise SystemExit("--group-kl-scale applies to --structured runs")
     if args.animate and args.variant != "svd":
         raise SystemExit("--animate applies to --variant svd only")
     if args.animate_every < 1:
@@ -434,10 +443,12 @@ def run_signature(options: dict) -> dict:
     """The options that make a run what it is (not how it prints or where)."""
     ignored = ("verbose", "no_plots", "restart", "out")
     kept = {k: v for k, v in options.items() if k not in ignored}
-    # Added later: off, it is left out, so that runs of earlier versions,
-    # whose signature lacks it, still resume.
+    # Added later: at their defaults they are left out, so that runs of
+    # earlier versions, whose signature lacks them, still resume.
     if not kept.get("channel_groups"):
         kept.pop("channel_groups", None)
+    if kept.get("group_kl_scale") == 1.0:
+        kept.pop("group_kl_scale", None)
     return json.loads(json.dumps(kept))  # tuples as lists, as saved
 
 
@@ -566,6 +577,8 @@ def _run(args: argparse.Namespace, argv: list | None, out: Path, scope) -> dict:
                 dense = keras.models.load_model(args.init_from)
                 transfer_dense_weights(dense, model)
 
+        if args.group_kl_scale != 1.0:
+            ksvd.set_group_kl_scale(model, args.group_kl_scale)
         base_lr = (
             args.lr
             if args.lr is not None

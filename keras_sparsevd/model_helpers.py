@@ -150,6 +150,50 @@ def _checked_variables(layer: SparseVDLayer):
         yield layer.group_log_sigma2, "weight 'group_log_sigma2'"
 
 
+def set_group_kl_scale(model: keras.layers.Layer, scale: float) -> int:
+    """Weights the KL of the group variables of `model` by `scale`.
+
+    Structured Sparse VD adds ``KL(q(z) || log-uniform)`` of every group
+    variable to the loss, one term per unit or filter: next to the thousands
+    of weight terms that a unit gates, and to its effect on the data term,
+    it is a weak pull, and units whose weights still carry signal are rarely
+    pruned. ``scale > 1`` strengthens the group prior only (a tempered
+    prior, no longer the paper's objective): the loss becomes
+    ``kl_weight * (KL(weights) + scale * KL(groups))``. The weights' own
+    KL and every evaluation are unchanged.
+
+    A training setting, like the learning rate: it is not saved with the
+    model. Set it before the model's train function is first traced
+    (before `fit`), and again after loading a model to train further.
+
+    Args:
+        model: a Keras model or layer containing Sparse VD layers.
+        scale: the factor, a finite number >= 0 (1.0: the paper's prior).
+
+    Returns:
+        The number of layers with group variables it was set on.
+
+    Raises:
+        ValueError: if `scale` is negative or not finite, or `model` has no
+            Sparse VD layer with group variables.
+    """
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"`scale` must be a number, got {scale!r}.") from None
+    if not scale >= 0.0 or not math.isfinite(scale):
+        raise ValueError(f"`scale` must be a finite number >= 0, got {scale}.")
+    layers = [layer for layer in svd_layers(model) if layer.group_sparsity]
+    if not layers:
+        raise ValueError(
+            f"{getattr(model, 'name', model)!r} has no Sparse VD layer with group "
+            "variables (`group_sparsity=True`, or `sparsify(..., structured=True)`)."
+        )
+    for layer in layers:
+        layer.group_kl_scale = scale
+    return len(layers)
+
+
 def set_kl_weight(model: keras.layers.Layer, value: float) -> None:
     """Sets the KL weight of every Sparse VD layer of `model`.
 

@@ -300,3 +300,30 @@ def test_train_flag_and_lenet5_builder():
     assert fc1.group_channels == 50 and tuple(fc1.group_mu.shape) == (50,)
     with pytest.raises(ValueError, match="needs `sparse` and `structured`"):
         models.lenet5(channel_groups=True)
+
+
+@pytest.mark.all_backends
+def test_group_kl_scale_weights_only_the_group_terms():
+    model = _conv_net()
+    x = np.random.default_rng(5).random((2, 16, 16, 2)).astype("float32")
+    ksvd.set_kl_weight(model, 1.0)
+
+    def kl_parts():
+        model(x)
+        total = float(sum(keras.ops.convert_to_numpy(v) for v in model.losses))
+        groups = sum(
+            float(np.sum(keras.ops.convert_to_numpy(ksvd.kl_divergence(la))))
+            for la in (layer.group_log_alpha for layer in ksvd.svd_layers(model))
+        )
+        return total, groups
+
+    total, groups = kl_parts()
+    assert ksvd.set_group_kl_scale(model, 10.0) == 4
+    scaled, _ = kl_parts()
+    np.testing.assert_allclose(scaled - total, 9.0 * groups, rtol=1e-4)
+    for bad in (-1.0, float("nan"), "x"):
+        with pytest.raises(ValueError, match="`scale`"):
+            ksvd.set_group_kl_scale(model, bad)
+    plain = keras.Sequential([keras.Input((3,)), ksvd.DenseSVD(2)])
+    with pytest.raises(ValueError, match="no Sparse VD layer with group"):
+        ksvd.set_group_kl_scale(plain, 2.0)

@@ -152,6 +152,8 @@ class SparseVDLayer(keras.layers.Layer):
         self.seed = check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.group_sparsity = group_sparsity
+        # See `keras_sparsevd.set_group_kl_scale`: a training setting.
+        self.group_kl_scale = 1.0
         self._kl_weight_set = False
         self._pending_kl_weight: float | None = None
 
@@ -600,7 +602,7 @@ class SparseVDLayer(keras.layers.Layer):
         inputs = self._prepare_inputs(inputs)
         if self.group_sparsity:
             group_log_alpha = self.group_log_alpha
-            kl = kl + ops.sum(kl_divergence(group_log_alpha))
+            kl = kl + self.group_kl_scale * ops.sum(kl_divergence(group_log_alpha))
             inputs = self._apply_groups(inputs, group_log_alpha, bool(training))
         outputs = self._forward(inputs, kernels, bool(training))
         bias = getattr(self, "bias", None)
@@ -660,6 +662,7 @@ _SVD_STATE = (
     "seed",
     "seed_generator",
     "group_sparsity",
+    "group_kl_scale",
     "_kl_weight_set",
     "_pending_kl_weight",
     "kl_weight",
