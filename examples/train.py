@@ -237,6 +237,19 @@ def threshold_sweep(
     return rows
 
 
+def group_kl_scale(text: str) -> float | dict:
+    """``--group-kl-scale``: a number, or ``LAYER=N,LAYER=N``."""
+    if "=" not in text:
+        return float(text)
+    scales = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if not name.strip():
+            raise ValueError(f"no layer name in {item!r}")
+        scales[name.strip()] = float(value)
+    return scales
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m examples.train",
@@ -321,10 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--group-kl-scale",
-        type=float,
+        type=group_kl_scale,
         default=1.0,
         help="with --structured: weight of the group variables' KL against the "
-        "weights' (keras_sparsevd.set_group_kl_scale; default 1, the paper's prior)",
+        "weights' (keras_sparsevd.set_group_kl_scale), a number for every layer "
+        "or LAYER=N,LAYER=N for some (default 1, the paper's prior)",
     )
     p.add_argument(
         "--no-train-clip",

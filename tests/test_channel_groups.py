@@ -324,6 +324,20 @@ def test_group_kl_scale_weights_only_the_group_terms():
     for bad in (-1.0, float("nan"), "x"):
         with pytest.raises(ValueError, match="`scale`"):
             ksvd.set_group_kl_scale(model, bad)
+    # By layer name: the others keep theirs.
+    assert ksvd.set_group_kl_scale(model, {"fc1": 2.0}) == 1
+    assert [layer.group_kl_scale for layer in ksvd.svd_layers(model)] == [
+        10.0,
+        10.0,
+        2.0,
+        10.0,
+    ]
+    with pytest.raises(ValueError, match=r"names \['nope'\]"):
+        ksvd.set_group_kl_scale(model, {"nope": 2.0})
+    from examples import train
+
+    assert train.group_kl_scale("conv2=1e3, fc1=300") == {"conv2": 1e3, "fc1": 300.0}
+    assert train.group_kl_scale("7") == 7.0
     plain = keras.Sequential([keras.Input((3,)), ksvd.DenseSVD(2)])
     with pytest.raises(ValueError, match="no Sparse VD layer with group"):
         ksvd.set_group_kl_scale(plain, 2.0)
