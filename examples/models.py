@@ -85,12 +85,18 @@ def lenet5(
     threshold: float = 3.0,
     train_clip: bool = True,
     structured: bool = False,
+    channel_groups: bool = False,
 ) -> keras.Model:
     """LeNet-5-Caffe: conv 20@5x5, pool, conv 50@5x5, pool, dense 500, dense 10.
 
     With `structured`, every Sparse VD layer also has group variables on its
-    input channels or units (``group_sparsity=True``).
+    input channels or units (``group_sparsity=True``). With `channel_groups`
+    as well, fc1's groups are one per conv2 filter (50, shared over the 16
+    positions of the flattened 4x4 map; ``group_channels=50``) instead of one
+    per flattened input (800), so that they prune whole filters of conv2.
     """
+    if channel_groups and not (sparse and structured):
+        raise ValueError("`channel_groups` needs `sparse` and `structured`.")
     svd = (
         {"threshold": threshold, "train_clip": train_clip, "group_sparsity": structured}
         if sparse
@@ -107,7 +113,13 @@ def lenet5(
             conv(50, 5, name="conv2", **svd),
             keras.layers.MaxPooling2D(2, name="pool2"),
             keras.layers.Flatten(),
-            dense(500, activation="relu", name="fc1", **svd),
+            dense(
+                500,
+                activation="relu",
+                name="fc1",
+                **svd,
+                **({"group_channels": 50} if channel_groups else {}),
+            ),
             dense(num_classes, name="fc2", **svd),
         ],
         name=("svd_" if sparse else "dense_") + "lenet5",

@@ -266,6 +266,19 @@ def threshold_sweep(
     return rows
 
 
+def group_kl_scale(text: str) -> float | dict:
+    """``--group-kl-scale``: a number, or ``LAYER=N,LAYER=N``."""
+    if "=" not in text:
+        return float(text)
+    scales = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if not name.strip():
+            raise ValueError(f"no layer name in {item!r}")
+        scales[name.strip()] = float(value)
+    return scales
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m examples.train",
@@ -341,6 +354,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="LeNets: group variables on every layer's inputs, so that whole "
         "units and filters are pruned (structured Sparse VD)",
+    )
+    p.add_argument(
+        "--channel-groups",
+        action="store_true",
+        help="with --structured, LeNet-5: fc1's groups are one per conv2 filter, "
+        "shared over its positions after Flatten, so they prune whole filters",
+    )
+    p.add_argument(
+        "--group-kl-scale",
+        type=group_kl_scale,
+        default=1.0,
+        help="with --structured: weight of the group variables' KL against the "
+        "weights' (keras_sparsevd.set_group_kl_scale), a number for every layer "
+        "or LAYER=N,LAYER=N for some (default 1, the paper's prior)",
     )
     p.add_argument(
         "--no-train-clip",
@@ -420,6 +447,10 @@ def parse_args(argv: list | None = None) -> argparse.Namespace:
         raise SystemExit("--init-from applies to --variant svd only")
     if args.structured and (args.variant != "svd" or args.model == "vgglike"):
         raise SystemExit("--structured applies to the LeNets with --variant svd")
+    if args.channel_groups and not (args.structured and args.model == "lenet5"):
+        raise SystemExit("--channel-groups applies to --model lenet5 --structured")
+    if args.group_kl_scale != 1.0 and not args.structured:
+        raise SystemExit("--group-kl-scale applies to --structured runs")
     if args.animate and args.variant != "svd":
         raise SystemExit("--animate applies to --variant svd only")
     if args.animate_every < 1:
@@ -470,6 +501,12 @@ def run_signature(options: dict) -> dict:
     """The options that make a run what it is (not how it prints or where)."""
     ignored = ("verbose", "no_plots", "restart", "out")
     kept = {k: v for k, v in options.items() if k not in ignored}
+    # Added later: at their defaults they are left out, so that runs of
+    # earlier versions, whose signature lacks them, still resume.
+    if not kept.get("channel_groups"):
+        kept.pop("channel_groups", None)
+    if kept.get("group_kl_scale") == 1.0:
+        kept.pop("group_kl_scale", None)
     return json.loads(json.dumps(kept))  # tuples as lists, as saved
 
 
@@ -585,6 +622,7 @@ def build_model(args: argparse.Namespace, x_train: np.ndarray) -> tuple:
             ),
             train_clip=not args.no_train_clip,
             structured=args.structured,
+            channel_groups=args.channel_groups,
         )
     elif args.model in ("lenet300", "lenet5"):
         mean_image = None if args.no_mean_image else x_train.mean(axis=0)
@@ -596,6 +634,7 @@ def build_model(args: argparse.Namespace, x_train: np.ndarray) -> tuple:
             threshold=args.threshold,
             train_clip=not args.no_train_clip,
             structured=args.structured,
+            **({"channel_groups": True} if args.channel_groups else {}),
         )
     else:
         log_sigma2 = args.log_sigma2_init
@@ -618,6 +657,8 @@ def build_model(args: argparse.Namespace, x_train: np.ndarray) -> tuple:
             dense = keras.models.load_model(args.init_from)
             transfer_dense_weights(dense, model)
 
+    if args.group_kl_scale != 1.0:
+        ksvd.set_group_kl_scale(model, args.group_kl_scale)
     base_lr = (
         args.lr
         if args.lr is not None

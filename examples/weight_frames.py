@@ -125,8 +125,11 @@ def _effective_mask(layer: ksvd.SparseVDLayer) -> np.ndarray:
     if getattr(layer, "group_sparsity", False):
         shape = [1] * mask.ndim
         shape[layer.group_kernel_axis] = -1
-        groups = keras.ops.convert_to_numpy(layer.group_mask)
-        mask = mask * groups.reshape(shape)
+        groups = layer.group_mask
+        if getattr(layer, "group_channels", None):
+            # One group per channel of a Flatten: the units it reaches.
+            groups = layer.input_units_mask
+        mask = mask * keras.ops.convert_to_numpy(groups).reshape(shape)
     return mask
 
 

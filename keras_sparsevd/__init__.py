@@ -60,6 +60,7 @@ from keras_sparsevd.layers import (
 from keras_sparsevd.model_helpers import (
     NonFiniteWeightsError,
     get_kl_weight,
+    set_group_kl_scale,
     set_kl_weight,
     svd_layers,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "quantize_model",
     "register_layer_pair",
     "save_sparse",
+    "set_group_kl_scale",
     "set_kl_weight",
     "size_report",
     "sparsify",

@@ -114,6 +114,26 @@ def nodes_by_depth(model: keras.Model) -> dict:
     return model._nodes_by_depth
 
 
+def input_sources(layer: keras.layers.Layer) -> list:
+    """``(producing layer, input shape)`` of each call of `layer` in a graph.
+
+    One entry per call (inbound node) that takes a single tensor: the layer
+    whose output it is (None for a model input) and that tensor's shape.
+    Keras keeps these only privately (``_inbound_nodes``, ``_keras_history``).
+    """
+    sources = []
+    for node in getattr(layer, "_inbound_nodes", []):
+        tensors = list(node.input_tensors)
+        if len(tensors) != 1:
+            continue
+        history = getattr(tensors[0], "_keras_history", None)
+        producer = getattr(history, "operation", None)
+        if isinstance(producer, keras.layers.InputLayer):
+            producer = None
+        sources.append((producer, tuple(tensors[0].shape)))
+    return sources
+
+
 def load_state(model: keras.Model, weights_path: str, assets_dir: str | None) -> None:
     """Loads a saved model's layer weights and assets into `model`.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 import numpy as np
@@ -148,6 +149,74 @@ def _checked_variables(layer: SparseVDLayer):
     if layer.group_sparsity:
         yield layer.group_mu, "weight 'group_mu'"
         yield layer.group_log_sigma2, "weight 'group_log_sigma2'"
+
+
+def set_group_kl_scale(
+    model: keras.layers.Layer, scale: float | dict[str, float]
+) -> int:
+    """Weights the KL of the group variables of `model` by `scale`.
+
+    Structured Sparse VD adds ``KL(q(z) || log-uniform)`` of every group
+    variable to the loss, one term per unit or filter: next to the thousands
+    of weight terms that a unit gates, and to its effect on the data term,
+    it is a weak pull, and units whose weights still carry signal are rarely
+    pruned. ``scale > 1`` strengthens the group prior only (a tempered
+    prior, no longer the paper's objective): a layer's loss becomes
+    ``kl_weight * (KL(weights) + scale * KL(groups))``. The weights' own
+    KL and every evaluation are unchanged. A dict gives each layer its own
+    factor, e.g. in proportion to the multiply-adds one of its groups gates
+    (a group of LeNet-5's conv2 gates a whole conv1 filter, one of fc2 a
+    single fc1 unit).
+
+    A training setting, like the learning rate: it is not saved with the
+    model. Set it before the model's train function is first traced
+    (before `fit`), and again after loading a model to train further.
+
+    Args:
+        model: a Keras model or layer containing Sparse VD layers.
+        scale: the factor, a finite number >= 0 (1.0: the paper's prior),
+            for every layer with group variables; or ``{layer name: factor}``
+            for some of them, the others keeping theirs.
+
+    Returns:
+        The number of layers it was set on.
+
+    Raises:
+        ValueError: if a factor is negative or not finite, `model` has no
+            Sparse VD layer with group variables, or a name in `scale` is
+            none of them.
+    """
+    layers = [layer for layer in svd_layers(model) if layer.group_sparsity]
+    if not layers:
+        raise ValueError(
+            f"{getattr(model, 'name', model)!r} has no Sparse VD layer with group "
+            "variables (`group_sparsity=True`, or `sparsify(..., structured=True)`)."
+        )
+    if isinstance(scale, dict):
+        by_name = {layer.name: layer for layer in layers}
+        unknown = sorted(set(scale) - set(by_name))
+        if unknown:
+            raise ValueError(
+                f"`scale` names {unknown}, which are not Sparse VD layers with "
+                f"group variables of the model; those are {sorted(by_name)}."
+            )
+        chosen = {by_name[name]: _group_kl_factor(v) for name, v in scale.items()}
+    else:
+        factor = _group_kl_factor(scale)
+        chosen = {layer: factor for layer in layers}
+    for layer, factor in chosen.items():
+        layer.group_kl_scale = factor
+    return len(chosen)
+
+
+def _group_kl_factor(value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`scale` must be a number, got {value!r}.") from None
+    if not value >= 0.0 or not math.isfinite(value):
+        raise ValueError(f"`scale` must be a finite number >= 0, got {value}.")
+    return value
 
 
 def set_kl_weight(model: keras.layers.Layer, value: float) -> None:

@@ -72,3 +72,19 @@ def test_store_paths_are_where_model_save_puts_the_weights(tmp_path):
             assert f"{path}/vars/0" in f, (path, list(f["layers"]))
     entries = compat.saved_entries(str(tmp_path / "model.weights.h5"), "0")
     assert np.asarray(entries[places[id(model.get_layer("a"))]]).shape == (3, 4)
+
+
+@pytest.mark.all_backends
+def test_input_sources_name_the_producing_layer_and_shape():
+    inputs = keras.Input((6, 6, 2))
+    conv = keras.layers.Conv2D(3, 3)
+    flatten = keras.layers.Flatten()
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inputs, dense(flatten(conv(inputs))))
+    assert compat.input_sources(dense) == [(flatten, (None, 48))]
+    assert compat.input_sources(flatten) == [(conv, (None, 4, 4, 3))]
+    # A model input has no producing layer.
+    assert compat.input_sources(conv) == [(None, (None, 6, 6, 2))]
+    # A layer never called in a graph has none.
+    assert compat.input_sources(keras.layers.Dense(2)) == []
+    assert model.output_shape == (None, 2)

@@ -10,6 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_sparsevd import _keras_compat as compat
 from keras_sparsevd import registry
 from keras_sparsevd.convert import swap, tree
 from keras_sparsevd.convert.saving import copy_model
@@ -24,6 +25,7 @@ def sparsify(
     log_sigma2_initializer: Any = None,
     train_clip: bool = False,
     structured: bool = False,
+    channel_groups: bool = False,
     inplace: bool = False,
     verbose: bool = True,
 ) -> keras.Model:
@@ -75,6 +77,15 @@ def sparsify(
             input units (``group_sparsity=True``), so that whole units and
             filters are pruned; layers that cannot have them (`Embedding`,
             grouped convolutions, the attention projections) get none.
+        channel_groups: with `structured`, a `Dense` layer that reads a
+            `Flatten` of a feature map (conv -> [pool] -> Flatten -> Dense,
+            dropout or activation layers allowed in between) gets one group
+            per channel, shared over the channel's positions
+            (``DenseSVD(group_channels=C)``), instead of one per flattened
+            unit: a pruned group then removes a whole filter of the
+            convolution before, which `keras_sparsevd.compact_model` drops.
+            Only in a Sequential or functional graph, where the `Flatten`
+            can be found; elsewhere such layers keep one group per unit.
         inplace: convert `model` itself instead of a copy. The copy is made
             by saving and loading the model with Keras; use this for a model
             Keras cannot save and rebuild (a class without `get_config`).
@@ -105,6 +116,12 @@ def sparsify(
         "group_sparsity": _flag(structured, "structured"),
     }
     _flag(inplace, "inplace")
+    if _flag(channel_groups, "channel_groups") and not svd_args["group_sparsity"]:
+        raise ValueError(
+            "`channel_groups=True` shares group variables over a channel's "
+            "positions, but there are no group variables: pass `structured=True` "
+            "as well."
+        )
     candidates = _candidates(model)
     selected = _select(candidates, layers)
     if not selected:
@@ -119,14 +136,134 @@ def sparsify(
     twins = _twins(candidates, _candidates(target))
     converted = collections.Counter()
     chosen = set(selected)
+    shared = _flatten_channels(candidates, chosen) if channel_groups else {}
+    if channel_groups and not shared:
+        warnings.warn(
+            "sparsify: `channel_groups=True`, but no selected Dense layer reads a "
+            "Flatten of a feature map in the model's graph: every layer keeps one "
+            "group per input unit.",
+            stacklevel=2,
+        )
     for node in candidates:
         if node.path in chosen:
             layer = twins[id(node.layer)]
             converted[type(layer).__name__] += 1
-            swap.to_sparse(layer, svd_args)
+            swap.to_sparse(layer, {**svd_args, **shared.get(id(node.layer), {})})
     if verbose:
         print(_summary(model.name, converted, left))
+        for node in candidates:
+            if id(node.layer) in shared:
+                print(
+                    f"  {node.path}: one group per channel of the Flatten before it "
+                    f"(group_channels={shared[id(node.layer)]['group_channels']})"
+                )
     return target
+
+
+# Layers that change no value's channel or position at inference, so a Dense
+# behind them still reads the Flatten's units one to one.
+_PASS_THROUGH = (
+    keras.layers.Dropout,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.ActivityRegularization,
+    keras.layers.Identity,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+)
+
+
+# Layers that make feature maps whose last axis (channels_last) is channels.
+_CHANNEL_MAKERS = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+# Layers that keep the channels of the feature map they read.
+_PER_CHANNEL = _PASS_THROUGH + (
+    keras.layers.BatchNormalization,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.ZeroPadding3D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Cropping3D,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+)
+
+
+def _flatten_channels(candidates: list, chosen: set) -> dict:
+    """``{id(Dense layer): channel-group args}`` for each chosen Dense that
+    reads a Flatten of a feature map, found through the model's graph."""
+    found = {}
+    for node in candidates:
+        layer = node.layer
+        if node.path not in chosen or type(layer) is not keras.layers.Dense:
+            continue
+        args = _channels_before(layer)
+        if args is not None:
+            found[id(layer)] = args
+    return found
+
+
+def _channels_before(layer: keras.layers.Layer) -> dict | None:
+    """The channels of the Flatten `layer` reads, if it reads one."""
+    current = layer
+    while True:
+        sources = {id(p): (p, shape) for p, shape in compat.input_sources(current)}
+        if len(sources) != 1:
+            # Called on several tensors, or not in a graph.
+            return None
+        producer, shape = next(iter(sources.values()))
+        if type(producer) in _PASS_THROUGH:
+            current = producer
+            continue
+        if type(producer) is not keras.layers.Flatten:
+            return None
+        [(_, feature_shape)] = compat.input_sources(producer)[:1] or [(None, ())]
+        if len(feature_shape) < 3 or None in feature_shape[1:]:
+            return None
+        if not _from_convolution(producer):
+            # A Flatten of an image (LeNet-300-100's): its last axis is no
+            # channel of filters.
+            return None
+        data_format = producer.data_format
+        channels = feature_shape[1 if data_format == "channels_first" else -1]
+        return {"group_channels": int(channels), "group_data_format": data_format}
+
+
+def _from_convolution(flatten: keras.layers.Layer) -> bool:
+    """Whether `flatten` reads a convolution's output through per-channel layers."""
+    current = flatten
+    for _ in range(1000):  # a graph is finite; this bounds a malformed one
+        sources = {id(p): p for p, _ in compat.input_sources(current)}
+        if len(sources) != 1:
+            return False
+        [producer] = sources.values()
+        if isinstance(producer, _CHANNEL_MAKERS):
+            return True
+        if not isinstance(producer, _PER_CHANNEL):
+            return False
+        current = producer
+    return False
 
 
 def check_model(model: Any, action: str) -> None:

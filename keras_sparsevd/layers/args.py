@@ -152,3 +152,29 @@ def _check_initializer_shape(initializer: Any) -> None:
             f"asked for {_PROBE_SHAPE}: it must return an array of the shape it "
             "is given (for a constant, pass the number itself)."
         )
+
+
+def check_group_channels(value: Any) -> int | None:
+    """`value` if it is None or a positive integer, else a ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(
+            "`group_channels` must be None or a positive integer (the number of "
+            f"channels before `Flatten`), got {value!r}."
+        )
+    if value < 1:
+        raise ValueError(f"`group_channels` must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+_DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def check_group_data_format(value: Any) -> str:
+    """`value` if it is ``"channels_last"`` or ``"channels_first"``."""
+    if value not in _DATA_FORMATS:
+        raise ValueError(
+            f"`group_data_format` must be one of {_DATA_FORMATS}, got {value!r}."
+        )
+    return value

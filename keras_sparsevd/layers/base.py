@@ -152,6 +152,8 @@ class SparseVDLayer(keras.layers.Layer):
         self.seed = check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.group_sparsity = group_sparsity
+        # See `keras_sparsevd.set_group_kl_scale`: a training setting.
+        self.group_kl_scale = 1.0
         self._kl_weight_set = False
         self._pending_kl_weight: float | None = None
 
@@ -408,11 +410,27 @@ class SparseVDLayer(keras.layers.Layer):
         axis = self._group_kernel_axis() % len(mask.shape)
         others = tuple(i for i in range(len(mask.shape)) if i != axis)
         rows = ops.max(mask, axis=others)
-        return rows * self.group_mask if self.group_sparsity else rows
+        if not self.group_sparsity:
+            return rows
+        return rows * self._groups_to_units(self.group_mask)
 
     def group_scale(self) -> Any:
-        """``mu * group_mask``: what evaluation multiplies each input unit by."""
-        return ops.cast(self.group_mu, "float32") * self.group_mask
+        """``mu * group_mask`` per input unit: what evaluation multiplies it by.
+
+        Shaped like the input units (a group shared by several units, see
+        `DenseSVD`'s ``group_channels``, gives each of them its value).
+        """
+        return self._groups_to_units(
+            ops.cast(self.group_mu, "float32") * self.group_mask
+        )
+
+    def _groups_to_units(self, values: Any) -> Any:
+        """`values` per group (last axis) as values per input unit.
+
+        One group per input unit here; `DenseSVD` with ``group_channels``
+        shares a group over the positions of a channel.
+        """
+        return values
 
     def _apply_groups(self, inputs: Any, log_alpha: Any, training: bool) -> Any:
         """``inputs * z``, z per input unit: sampled in training, else mu * mask."""
@@ -430,9 +448,11 @@ class SparseVDLayer(keras.layers.Layer):
             # One draw per example and unit, shared over positions.
             shape = [1] * len(inputs.shape)
             shape[0] = ops.shape(inputs)[0]
-            shape[axis] = inputs.shape[axis]
+            shape[axis] = self.group_mu.shape[0]
             noise = standard_normal(tuple(shape), self.seed_generator)
             scale = ops.reshape(mean, broadcast) + ops.reshape(sigma, broadcast) * noise
+        # Groups shared by several units: one draw per example and group.
+        scale = self._groups_to_units(scale)
         return inputs * ops.cast(scale, self.compute_dtype)
 
     def theta(self, kernel_name: str | None = None) -> Any:
@@ -582,7 +602,7 @@ class SparseVDLayer(keras.layers.Layer):
         inputs = self._prepare_inputs(inputs)
         if self.group_sparsity:
             group_log_alpha = self.group_log_alpha
-            kl = kl + ops.sum(kl_divergence(group_log_alpha))
+            kl = kl + self.group_kl_scale * ops.sum(kl_divergence(group_log_alpha))
             inputs = self._apply_groups(inputs, group_log_alpha, bool(training))
         outputs = self._forward(inputs, kernels, bool(training))
         bias = getattr(self, "bias", None)
@@ -642,11 +662,14 @@ _SVD_STATE = (
     "seed",
     "seed_generator",
     "group_sparsity",
+    "group_kl_scale",
     "_kl_weight_set",
     "_pending_kl_weight",
     "kl_weight",
     "group_mu",
     "group_log_sigma2",
+    "group_channels",
+    "group_data_format",
     "_report_name",
 )
 # Key of the record a Sparse VD layer saves beside its weights.

@@ -292,7 +292,7 @@ class RecurrentCellSVD(SparseVDLayer):
             batch = ops.shape(step_inputs)[0]
             for kind in _GROUP_KINDS:
                 log_alpha = self.group_log_alpha_of(kind)
-                kl = kl + ops.sum(kl_divergence(log_alpha))
+                kl = kl + self.group_kl_scale * ops.sum(kl_divergence(log_alpha))
                 if training:
                     scales[kind] = ops.cast(
                         self._sample_groups(kind, log_alpha, batch),
