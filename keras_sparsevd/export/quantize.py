@@ -76,7 +76,7 @@ def quantize_model(
             "(Dense, EinsumDense, Embedding)."
         )
     plain.quantize(mode)
-    for layer in plain._flatten_layers(include_self=False):  # noqa: SLF001
+    for layer in compat.all_layers(plain):
         if id(layer) in zeros and getattr(layer, "quantization_mode", None) == mode:
             codes = keras.ops.convert_to_numpy(layer.kernel).astype(np.int32)
             zero_point = getattr(layer, "kernel_zero", None)
