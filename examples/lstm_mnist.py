@@ -33,19 +33,26 @@ from keras_sparsevd.export.cloning import uncompiled
 UNITS = 128
 
 
-def build_model(mode: str, seed: int) -> keras.Model:
+def build_model(mode: str, seed: int, train_clip: bool = False) -> keras.Model:
     """LSTM(128) on (28, 28) images, then Dense(10) logits."""
     if mode == "dense":
         lstm = keras.layers.LSTM(UNITS, seed=seed, name="lstm")
         head = keras.layers.Dense(10, name="logits")
     else:
         structured = mode == "structured"
-        lstm = ksvd.LSTMSVD(UNITS, seed=seed, group_sparsity=structured, name="lstm")
+        lstm = ksvd.LSTMSVD(
+            UNITS,
+            seed=seed,
+            group_sparsity=structured,
+            train_clip=train_clip,
+            name="lstm",
+        )
         head = ksvd.DenseSVD(
             10,
             kernel_initializer="glorot_uniform",
             seed=seed + 1,
             group_sparsity=structured,
+            train_clip=train_clip,
             name="logits",
         )
     return keras.Sequential([keras.Input((28, 28)), lstm, head], name=f"lstm_{mode}")
@@ -115,8 +122,30 @@ def main(argv: list | None = None) -> dict:
         default=None,
         help="epoch from which the learning rate decays linearly to 0",
     )
+    parser.add_argument(
+        "--train-clip",
+        action="store_true",
+        help="zero pruned weights in the training mean (the authors' LeNet runs)",
+    )
+    parser.add_argument(
+        "--max-rw",
+        type=float,
+        default=1.0,
+        help="final KL weight rw (1 is the variational objective)",
+    )
     parser.add_argument("--kl-start", type=int, default=0)
     parser.add_argument("--kl-end", type=int, default=5)
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="a .keras model of the same mode whose weights start this run "
+        "(to continue a run; Adam starts afresh)",
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="file name stem (default lstm-mnist-rows-<mode>-seed<k>)",
+    )
     parser.add_argument("--out", default="results")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument(
@@ -130,7 +159,10 @@ def main(argv: list | None = None) -> dict:
     if args.train_examples:
         keep = slice(0, args.train_examples)
         x_train, y_train = x_train[keep], y_train[keep]
-    model = build_model(args.mode, args.seed)
+    model = build_model(args.mode, args.seed, args.train_clip)
+    if args.init_from:
+        source = keras.saving.load_model(args.init_from, compile=False)
+        model.set_weights(source.get_weights())
     steps = -(-len(x_train) // args.batch_size)
     lr: Any = args.lr
     if args.lr_decay_from is not None:
@@ -144,7 +176,10 @@ def main(argv: list | None = None) -> dict:
     )
     callbacks: list = [_EpochLog(x_test, y_test, args.mode != "dense")]
     if args.mode != "dense":
-        callbacks.insert(0, ksvd.KLScheduler(len(x_train), args.kl_start, args.kl_end))
+        scheduler = ksvd.KLScheduler(
+            len(x_train), args.kl_start, args.kl_end, max_rw=args.max_rw
+        )
+        callbacks.insert(0, scheduler)
     wall, cpu = time.time(), time.process_time()
     model.fit(
         x_train,
@@ -157,7 +192,7 @@ def main(argv: list | None = None) -> dict:
     wall, cpu = time.time() - wall, time.process_time() - cpu
     logits = model.predict(x_test, batch_size=1000, verbose=0)
     error = 100.0 * float(np.mean(np.argmax(logits, axis=1) != y_test))
-    name = f"lstm-mnist-rows-{args.mode}-seed{args.seed}"
+    name = args.name or f"lstm-mnist-rows-{args.mode}-seed{args.seed}"
     command = "python -m examples.lstm_mnist " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
@@ -169,6 +204,8 @@ def main(argv: list | None = None) -> dict:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "lr_decay_from": args.lr_decay_from,
+        "init_from": args.init_from,
+        "train_clip": args.train_clip,
         "test_error": error,
         "command": command,
         "backend": keras.backend.backend(),
@@ -178,7 +215,11 @@ def main(argv: list | None = None) -> dict:
     }
     os.makedirs(args.out, exist_ok=True)
     if args.mode != "dense":
-        result["kl"] = {"start_epoch": args.kl_start, "end_epoch": args.kl_end}
+        result["kl"] = {
+            "start_epoch": args.kl_start,
+            "end_epoch": args.kl_end,
+            "max_rw": args.max_rw,
+        }
         result.update(lstm_figures(model))
         result["report"] = ksvd.sparsity_report(model).to_dict()
         # Saved first, and uncompiled: stripping clones the model, and a
