@@ -96,6 +96,41 @@ def lstm_figures(model: keras.Model) -> dict:
     }
 
 
+def init_from(model: keras.Model, path: str) -> list:
+    """Copies the weights of the ``.keras`` model at `path` into `model`.
+
+    Variables are matched by path below the model (layer names are the
+    same in every mode), so a Sparse VD model can start a structured one:
+    its kernels, ``log_sigma2`` and biases are copied, the group variables
+    keep their initial values. Noise seed states are not copied.
+
+    Args:
+        model: the built model to start.
+        path: a ``.keras`` file written by this script.
+
+    Returns:
+        The paths of `model`'s variables left as initialised.
+    """
+    source = keras.saving.load_model(path, compile=False)
+
+    def key(variable: Any, owner: keras.Model) -> str:
+        # A built model's paths start with its name, a loaded one's do not.
+        prefix = owner.name + "/"
+        path = variable.path
+        return path[len(prefix) :] if path.startswith(prefix) else path
+
+    values = {key(v, source): v for v in source.variables}
+    missing = []
+    for variable in model.variables:
+        found = values.get(key(variable, model))
+        if found is None or tuple(found.shape) != tuple(variable.shape):
+            missing.append(variable.path)
+        else:
+            variable.assign(keras.ops.convert_to_numpy(found))
+    print(f"init from {path}; not found there: {missing}", flush=True)
+    return missing
+
+
 def _atomic_write(path: str, write: Any) -> None:
     folder = os.path.dirname(path) or "."
     suffix = os.path.splitext(path)[1]
@@ -161,8 +196,7 @@ def main(argv: list | None = None) -> dict:
         x_train, y_train = x_train[keep], y_train[keep]
     model = build_model(args.mode, args.seed, args.train_clip)
     if args.init_from:
-        source = keras.saving.load_model(args.init_from, compile=False)
-        model.set_weights(source.get_weights())
+        init_from(model, args.init_from)
     steps = -(-len(x_train) // args.batch_size)
     lr: Any = args.lr
     if args.lr_decay_from is not None:
