@@ -311,6 +311,13 @@ class _EpochLog(keras.callbacks.Callback):
         if self.sparse:
             figures = lstm_figures(self.model)
             row["lstm_compression"] = figures["lstm_compression"]
+            # Weights with log alpha < 0: the ones the model really uses
+            # (threshold 3 also keeps those still near it).
+            cell = self.model.get_layer("lstm").cell
+            row["lstm_kept_log_alpha_below_0"] = sum(
+                int(np.sum(keras.ops.convert_to_numpy(cell.log_alpha_of(n)) < 0))
+                for n in cell.svd_kernels
+            )
             row["hidden_units_kept"] = figures["hidden_units_kept"]
         self.rows.append(row)
         print(json.dumps(row), flush=True)
