@@ -16,8 +16,9 @@ Sparse VD (`LSTMSVD`, `DenseSVD`). Sequences of ``--seq-len`` characters,
 each starting from a zero state; the loss is the mean cross-entropy over
 every position, so bits per character = loss / ln 2. Writes
 ``<out>/char-lm-<mode>-seed<k>.json`` (bits per character on validation and
-test, per-matrix compression for Sparse VD) and, for Sparse VD, the model as
-``.keras`` without optimizer state.
+test, per-matrix compression for Sparse VD) and the model as ``.keras``
+without optimizer state (a dense one can start a Sparse VD run:
+``--init-from``).
 
 Example::
 
@@ -41,7 +42,7 @@ import keras
 import numpy as np
 
 import keras_sparsevd as ksvd
-from examples.lstm_mnist import _atomic_write, _Delayed
+from examples.lstm_mnist import _atomic_write, _Delayed, init_from
 from keras_sparsevd.export.cloning import uncompiled
 
 # Index 0 is the unknown symbol.
@@ -94,7 +95,9 @@ def sequences(ids: np.ndarray, length: int) -> tuple:
     return x, y
 
 
-def build_model(mode: str, units: int, seed: int) -> keras.Model:
+def build_model(
+    mode: str, units: int, seed: int, log_sigma2_init: float = -10.0
+) -> keras.Model:
     """One-hot characters, LSTM(units) over the sequence, Dense(vocabulary)."""
     one_hot = keras.layers.Embedding(
         VOCABULARY,
@@ -107,10 +110,18 @@ def build_model(mode: str, units: int, seed: int) -> keras.Model:
         lstm = keras.layers.LSTM(units, return_sequences=True, seed=seed, name="lstm")
         head = keras.layers.Dense(VOCABULARY, name="logits")
     else:
-        lstm = ksvd.LSTMSVD(units, return_sequences=True, seed=seed, name="lstm")
+        log_sigma2 = keras.initializers.Constant(log_sigma2_init)
+        lstm = ksvd.LSTMSVD(
+            units,
+            return_sequences=True,
+            seed=seed,
+            log_sigma2_initializer=log_sigma2,
+            name="lstm",
+        )
         head = ksvd.DenseSVD(
             VOCABULARY,
             kernel_initializer="glorot_uniform",
+            log_sigma2_initializer=log_sigma2,
             seed=seed + 1,
             name="logits",
         )
@@ -175,6 +186,19 @@ def main(argv: list | None = None) -> dict:
     parser.add_argument("--kl-end", type=int, default=3)
     parser.add_argument("--train-chars", type=int, default=1_000_000)
     parser.add_argument("--eval-chars", type=int, default=200_000)
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="a .keras model of this script (dense for a dense start) whose "
+        "weights start this run; Sparse VD variables it lacks keep their init",
+    )
+    parser.add_argument(
+        "--log-sigma2-init",
+        type=float,
+        default=-10.0,
+        help="initial log sigma^2 of the Sparse VD weights (about -8 from a "
+        "trained dense model, SPARSEVD.md)",
+    )
     parser.add_argument("--out", default="results")
     parser.add_argument("--name", default=None)
     args = parser.parse_args(argv)
@@ -188,7 +212,9 @@ def main(argv: list | None = None) -> dict:
     x_valid, y_valid = sequences(valid, args.seq_len)
     x_test, y_test = sequences(test, args.seq_len)
 
-    model = build_model(args.mode, args.units, args.seed)
+    model = build_model(args.mode, args.units, args.seed, args.log_sigma2_init)
+    if args.init_from:
+        init_from(model, args.init_from)
     steps = -(-len(x_train) // args.batch_size)
     lr: Any = args.lr
     if args.lr_decay_from is not None:
@@ -238,6 +264,8 @@ def main(argv: list | None = None) -> dict:
         "seq_len": args.seq_len,
         "lr": args.lr,
         "lr_decay_from": args.lr_decay_from,
+        "init_from": args.init_from,
+        "log_sigma2_init": args.log_sigma2_init,
         "valid_bpc": bits_per_char(model, x_valid, y_valid),
         "test_bpc": bits_per_char(model, x_test, y_test),
         "command": command,
@@ -254,7 +282,7 @@ def main(argv: list | None = None) -> dict:
             "n": int(x_train.size),
         }
         result.update(matrix_figures(model))
-        _atomic_write(os.path.join(args.out, name + ".keras"), uncompiled(model).save)
+    _atomic_write(os.path.join(args.out, name + ".keras"), uncompiled(model).save)
     text = json.dumps(result, indent=2) + "\n"
 
     def write(tmp: str) -> None:
