@@ -163,3 +163,23 @@ def test_structured_lstm_svd_compacts_pruned_neurons_with_same_predictions():
     assert lstm.units == 5
     assert tuple(lstm.cell.kernel.shape) == (3, 20)
     assert tuple(lstm.cell.recurrent_kernel.shape) == (5, 20)
+
+
+def test_sequences_of_any_length_compact():
+    rng = np.random.default_rng(3)
+    model = keras.Sequential(
+        [
+            keras.Input((None, 4)),
+            L.LSTM(6, return_sequences=True, name="lstm"),
+            L.Dense(3, name="head"),
+        ]
+    )
+    _randomise(model, rng)
+    _unread(model.layers[0].cell, [2, 5], model.layers[1].kernel)
+    small = compact_plain(model)
+    assert small.layers[0].units == 4
+    for steps in (3, 9):
+        x = rng.normal(size=(2, steps, 4)).astype("float32")
+        np.testing.assert_allclose(
+            small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5
+        )

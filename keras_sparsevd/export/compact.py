@@ -375,8 +375,8 @@ def _make_link(
         )
     shape = source.output_shape
     # A recurrent layer's sequences may have any length: only its units count.
-    known = shape[-1:] if source.recurrent_kernel is not None and shape else shape
-    if shape is None or None in known[1 if known is shape else 0 :]:
+    needed = 1 if source.recurrent_kernel is None else len(shape or ()) - 1
+    if shape is None or None in shape[max(needed, 1) :]:
         return (
             f"the output shape of {source.layer.name!r} is not fully known "
             f"({shape}); give the model an input with a full shape."
