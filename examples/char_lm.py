@@ -75,7 +75,8 @@ def encode(text: str) -> np.ndarray:
     return np.where(ascii_, table[np.minimum(codes, 127)], 0).astype("int32")
 
 
-def load_part(paths: list, limit: int) -> np.ndarray:
+def load_part(paths: list, limit: int) -> tuple:
+    """The first `limit` characters of the files, encoded, and the files read."""
     texts = []
     total = 0
     for path in paths:
@@ -84,7 +85,8 @@ def load_part(paths: list, limit: int) -> np.ndarray:
         total += len(texts[-1])
         if total >= limit:
             break
-    return encode("".join(texts)[:limit])
+    used = [os.path.basename(p) for p in paths[: len(texts)]]
+    return encode("".join(texts)[:limit]), used
 
 
 def sequences(ids: np.ndarray, length: int) -> tuple:
@@ -205,9 +207,9 @@ def main(argv: list | None = None) -> dict:
 
     keras.utils.set_random_seed(args.seed)
     files = corpus_files()
-    train = load_part(files["train"], args.train_chars)
-    valid = load_part(files["valid"], args.eval_chars)
-    test = load_part(files["test"], args.eval_chars)
+    train, train_files = load_part(files["train"], args.train_chars)
+    valid, valid_files = load_part(files["valid"], args.eval_chars)
+    test, test_files = load_part(files["test"], args.eval_chars)
     x_train, y_train = sequences(train, args.seq_len)
     x_valid, y_valid = sequences(valid, args.seq_len)
     x_test, y_test = sequences(test, args.seq_len)
@@ -249,6 +251,11 @@ def main(argv: list | None = None) -> dict:
         "python": sys.version.split()[0],
         "files": {
             part: [os.path.basename(p) for p in paths] for part, paths in files.items()
+        },
+        "files_read": {
+            "train": train_files,
+            "valid": valid_files,
+            "test": test_files,
         },
         "characters": {
             "train": int(train.size),
