@@ -79,9 +79,7 @@ def test_unread_hidden_units_are_removed_with_identical_predictions(
 
     small = compact_plain(model, drop_unread_inputs=drop_unread_inputs)
 
-    np.testing.assert_allclose(
-        small.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(_np(small(x)), _np(model(x)), rtol=1e-5, atol=1e-5)
     layers = {layer.name: layer for layer in small.layers}
     assert layers["features"].units == 5
     assert layers["rnn1"].units == 5
@@ -106,9 +104,7 @@ def test_unread_input_features_of_a_first_lstm_are_dropped():
     kernel[[0, 2]] = 0.0
     model.layers[0].cell.kernel.assign(kernel)
     small = compact_plain(model, drop_unread_inputs=True)
-    np.testing.assert_allclose(
-        small.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(_np(small(x)), _np(model(x)), rtol=1e-5, atol=1e-6)
     lstm = [layer for layer in small.layers if isinstance(layer, L.LSTM)][0]
     assert tuple(lstm.cell.kernel.shape) == (2, 24)
 
@@ -155,9 +151,7 @@ def test_structured_lstm_svd_compacts_pruned_neurons_with_same_predictions():
 
     small = ksvd.compact_model(model, drop_unread_inputs=True)
 
-    np.testing.assert_allclose(
-        small.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(_np(small(x)), _np(model(x)), rtol=1e-5, atol=1e-5)
     lstm = [layer for layer in small.layers if isinstance(layer, L.LSTM)][0]
     assert type(lstm) is L.LSTM
     assert lstm.units == 5
@@ -180,6 +174,4 @@ def test_sequences_of_any_length_compact():
     assert small.layers[0].units == 4
     for steps in (3, 9):
         x = rng.normal(size=(2, steps, 4)).astype("float32")
-        np.testing.assert_allclose(
-            small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5
-        )
+        np.testing.assert_allclose(_np(small(x)), _np(model(x)), atol=1e-5)
