@@ -70,6 +70,10 @@ def test_unread_hidden_units_are_removed_with_identical_predictions(
     features.kernel.assign(kernel)
     _unread(rnn1.cell, [0, 3, 5], rnn2.cell.kernel)
     _unread(rnn2.cell, [1, 6], head.kernel)
+    # rnn2's unit 0 is not read by the head but by the recurrence: it stays.
+    value = _np(head.kernel).copy()
+    value[0] = 0.0
+    head.kernel.assign(value)
     # rnn2's unit 4 has no inputs but its state still moves from step to
     # step and the head reads it: it must stay.
     for name in ("kernel", "recurrent_kernel"):
