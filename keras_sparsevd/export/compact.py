@@ -110,6 +110,17 @@ def compact_plain(model: keras.Model, drop_unread_inputs: bool = False) -> keras
       makes the effect position-dependent, so such a unit is removed only
       when the constant reaching Q is exactly 0 (e.g. after a ReLU).
 
+    Recurrent layers (`keras.layers.LSTM`, `GRU`, `SimpleRNN`, exact
+    classes, neither stateful nor returning their states) take part too, as
+    P or Q. As P, a hidden unit is removed only when nothing reads it: its
+    row of the recurrent kernel and its inputs to Q are all 0; it goes with
+    its columns in every gate block of both kernels, its bias entries and
+    its row of the recurrent kernel. A hidden unit without inputs is kept:
+    its cell state still changes from step to step, so it is no constant.
+    As Q, its input kernel's rows play the part of a Dense kernel's rows
+    (a constant folds into the input bias; GRU's ``reset_after`` recurrent
+    bias is left alone).
+
     Rows of Q and entries of per-channel layers between P and Q are removed
     with it. Removing units of Q can leave more units of P feeding nothing,
     so the passes repeat until nothing changes. At least one unit of each
@@ -128,7 +139,8 @@ def compact_plain(model: keras.Model, drop_unread_inputs: bool = False) -> keras
     still run on all features. It applies to the first Dense/Conv of the
     model and of each nested model, and only where some feature is unread.
 
-    Layers allowed between P and Q: activation layers with an elementwise
+    Layers allowed between P and Q (a recurrent Q must get a sequence,
+    ``(batch, steps, features)``): activation layers with an elementwise
     activation (``Activation``, ``ReLU``, ``LeakyReLU``, ``ELU``; not
     softmax), dropout and noise layers (identity at inference),
     ``BatchNormalization`` over the channel axis, channels_last max/average
