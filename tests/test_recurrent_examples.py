@@ -89,3 +89,41 @@ def test_text_classifier_sparse_and_dense():
     dense = text_data.lstm_classifier(50, 4, sparse=False, embedding_dim=8, units=5)
     assert tuple(sparse(x).shape) == tuple(dense(x).shape) == (2, 4)
     assert isinstance(sparse.layers[1], ksvd.LSTMSVD)
+
+
+def test_lstm_mnist_init_from_starts_a_structured_model(tmp_path):
+    from examples import lstm_mnist
+
+    source = lstm_mnist.build_model("svd", seed=0)
+    rng = np.random.default_rng(1)
+    for variable in source.trainable_variables:
+        shape = tuple(variable.shape)
+        variable.assign(rng.normal(size=shape).astype("float32"))
+    path = str(tmp_path / "svd.keras")
+    source.save(path)
+    target = lstm_mnist.build_model("structured", seed=0)
+    missing = lstm_mnist.init_from(target, path)
+    copied = target.get_layer("lstm").cell
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(copied.recurrent_log_sigma2),
+        keras.ops.convert_to_numpy(source.get_layer("lstm").cell.recurrent_log_sigma2),
+    )
+    assert missing and all("group" in p or "seed_generator" in p for p in missing)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(copied.group_mu), 1.0)
+
+
+@pytest.mark.tensorflow_only
+def test_rnn_inference_unrolled_copy_predicts_the_same():
+    from benchmarks import rnn_inference
+
+    model = keras.Sequential(
+        [keras.Input((28, 28)), keras.layers.LSTM(5), keras.layers.Dense(3)]
+    )
+    x = np.random.default_rng(2).random((2, 28, 28)).astype("float32")
+    copy = rnn_inference.unrolled(model)
+    assert copy.layers[0].unroll and not model.layers[0].unroll
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(copy(x)),
+        keras.ops.convert_to_numpy(model(x)),
+        atol=1e-6,
+    )
