@@ -7,6 +7,10 @@ structured``), and writes ``<out>/lstm-mnist-rows-<mode>-seed<k>.json``
 gates kept, the command, CPU time) and, for the Sparse VD modes, the model
 as ``.keras`` (no optimizer state).
 
+A run can start from the weights of an earlier one (``--init-from``, e.g.
+to continue it with another learning rate or KL weight ``--max-rw``); the
+result then records that file.
+
 Example::
 
     python -m examples.lstm_mnist --mode svd --epochs 20 --seed 0 --out results
@@ -173,8 +177,9 @@ def main(argv: list | None = None) -> dict:
     parser.add_argument(
         "--init-from",
         default=None,
-        help="a .keras model of the same mode whose weights start this run "
-        "(to continue a run; Adam starts afresh)",
+        help="a .keras model of this script whose weights start this run, "
+        "matched by name (continue a run, or start a structured one from a "
+        "Sparse VD one); Adam starts afresh",
     )
     parser.add_argument(
         "--name",
