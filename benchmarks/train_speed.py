@@ -1,7 +1,9 @@
 """Training speed of Sparse VD models against the same models from plain layers.
 
 For each of the paper's models (`examples.models`: LeNet-300-100,
-LeNet-5-Caffe, VGG-like with k=0.25 on 32x32x3 inputs) two twins are built:
+LeNet-5-Caffe, VGG-like with k=0.25 on 32x32x3 inputs) and the LSTM on MNIST
+rows (`examples.lstm_mnist`: LSTM(128) on 28 steps of 28 pixels, then
+Dense(10); `LSTMSVD` and `DenseSVD` against `LSTM` and `Dense`) two twins are built:
 one from Sparse VD layers (``sparse=True``) and one from the plain Keras layers
 (``sparse=False``). The plain VGG-like twin has its Dropout layers removed, so
 both twins have exactly the same layers apart from the Sparse VD ones (the
@@ -25,7 +27,7 @@ Usage:
 
     python -m benchmarks.train_speed [--quick] [--json OUT.json]
         [--backends tensorflow,jax,torch] [--batch-sizes 100,1000]
-        [--models lenet300,lenet5,vgglike] [--rounds N] [--round-seconds S]
+        [--models lenet300,lenet5,vgglike,lstm] [--rounds N] [--round-seconds S]
 """
 
 from __future__ import annotations
@@ -46,16 +48,22 @@ import numpy as np
 import keras_sparsevd as ksvd
 from benchmarks import common
 from benchmarks import noise as noise_lib
+from examples import lstm_mnist
 from examples import models as zoo
 from examples.train import compilation as compilation_name
 
-MODELS = ("lenet300", "lenet5", "vgglike")
+MODELS = ("lenet300", "lenet5", "vgglike", "lstm")
 BATCH_SIZE = 100
 NUM_CLASSES = 10
 # rw / N with the KL warm-up finished (rw = 1) and N = 60,000 MNIST examples.
 KL_WEIGHT = 1.0 / 60000
 VGG_K = 0.25
-INPUT_SHAPES = {"lenet300": (28, 28, 1), "lenet5": (28, 28, 1), "vgglike": (32, 32, 3)}
+INPUT_SHAPES = {
+    "lenet300": (28, 28, 1),
+    "lenet5": (28, 28, 1),
+    "vgglike": (32, 32, 3),
+    "lstm": (28, 28),
+}
 BACKENDS = ("tensorflow", "jax", "torch")
 BATCH_SIZES = (100, 1000)
 # Per backend: (label, jit_compile) of the compilations to time. "default" is
@@ -76,7 +84,8 @@ def build_model(name: str, sparse: bool) -> keras.Model:
     """The Sparse VD (`sparse=True`) or plain twin of one of `MODELS`.
 
     Args:
-        name: ``"lenet300"``, ``"lenet5"`` or ``"vgglike"`` (k=0.25, 32x32x3).
+        name: ``"lenet300"``, ``"lenet5"``, ``"vgglike"`` (k=0.25, 32x32x3)
+            or ``"lstm"`` (LSTM(128) on MNIST rows).
         sparse: build from Sparse VD layers, else from plain Keras layers.
 
     Returns:
@@ -84,6 +93,8 @@ def build_model(name: str, sparse: bool) -> keras.Model:
     """
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; choose from {MODELS}.")
+    if name == "lstm":
+        return lstm_mnist.build_model("svd" if sparse else "dense", seed=0)
     if name == "vgglike":
         model = zoo.vgglike(sparse=sparse, k=VGG_K, input_shape=INPUT_SHAPES[name])
         if not sparse:

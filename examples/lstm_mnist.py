@@ -7,6 +7,10 @@ structured``), and writes ``<out>/lstm-mnist-rows-<mode>-seed<k>.json``
 gates kept, the command, CPU time) and, for the Sparse VD modes, the model
 as ``.keras`` (no optimizer state).
 
+A run can start from the weights of an earlier one (``--init-from``, e.g.
+to continue it with another learning rate or KL weight ``--max-rw``); the
+result then records that file.
+
 Example::
 
     python -m examples.lstm_mnist --mode svd --epochs 20 --seed 0 --out results
@@ -33,19 +37,26 @@ from keras_sparsevd.export.cloning import uncompiled
 UNITS = 128
 
 
-def build_model(mode: str, seed: int) -> keras.Model:
+def build_model(mode: str, seed: int, train_clip: bool = False) -> keras.Model:
     """LSTM(128) on (28, 28) images, then Dense(10) logits."""
     if mode == "dense":
         lstm = keras.layers.LSTM(UNITS, seed=seed, name="lstm")
         head = keras.layers.Dense(10, name="logits")
     else:
         structured = mode == "structured"
-        lstm = ksvd.LSTMSVD(UNITS, seed=seed, group_sparsity=structured, name="lstm")
+        lstm = ksvd.LSTMSVD(
+            UNITS,
+            seed=seed,
+            group_sparsity=structured,
+            train_clip=train_clip,
+            name="lstm",
+        )
         head = ksvd.DenseSVD(
             10,
             kernel_initializer="glorot_uniform",
             seed=seed + 1,
             group_sparsity=structured,
+            train_clip=train_clip,
             name="logits",
         )
     return keras.Sequential([keras.Input((28, 28)), lstm, head], name=f"lstm_{mode}")
@@ -89,6 +100,41 @@ def lstm_figures(model: keras.Model) -> dict:
     }
 
 
+def init_from(model: keras.Model, path: str) -> list:
+    """Copies the weights of the ``.keras`` model at `path` into `model`.
+
+    Variables are matched by path below the model (layer names are the
+    same in every mode), so a Sparse VD model can start a structured one:
+    its kernels, ``log_sigma2`` and biases are copied, the group variables
+    keep their initial values. Noise seed states are not copied.
+
+    Args:
+        model: the built model to start.
+        path: a ``.keras`` file written by this script.
+
+    Returns:
+        The paths of `model`'s variables left as initialised.
+    """
+    source = keras.saving.load_model(path, compile=False)
+
+    def key(variable: Any, owner: keras.Model) -> str:
+        # A built model's paths start with its name, a loaded one's do not.
+        prefix = owner.name + "/"
+        path = variable.path
+        return path[len(prefix) :] if path.startswith(prefix) else path
+
+    values = {key(v, source): v for v in source.variables}
+    missing = []
+    for variable in model.variables:
+        found = values.get(key(variable, model))
+        if found is None or tuple(found.shape) != tuple(variable.shape):
+            missing.append(variable.path)
+        else:
+            variable.assign(keras.ops.convert_to_numpy(found))
+    print(f"init from {path}; not found there: {missing}", flush=True)
+    return missing
+
+
 def _atomic_write(path: str, write: Any) -> None:
     folder = os.path.dirname(path) or "."
     suffix = os.path.splitext(path)[1]
@@ -115,8 +161,31 @@ def main(argv: list | None = None) -> dict:
         default=None,
         help="epoch from which the learning rate decays linearly to 0",
     )
+    parser.add_argument(
+        "--train-clip",
+        action="store_true",
+        help="zero pruned weights in the training mean (the authors' LeNet runs)",
+    )
+    parser.add_argument(
+        "--max-rw",
+        type=float,
+        default=1.0,
+        help="final KL weight rw (1 is the variational objective)",
+    )
     parser.add_argument("--kl-start", type=int, default=0)
     parser.add_argument("--kl-end", type=int, default=5)
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="a .keras model of this script whose weights start this run, "
+        "matched by name (continue a run, or start a structured one from a "
+        "Sparse VD one); Adam starts afresh",
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="file name stem (default lstm-mnist-rows-<mode>-seed<k>)",
+    )
     parser.add_argument("--out", default="results")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument(
@@ -130,7 +199,9 @@ def main(argv: list | None = None) -> dict:
     if args.train_examples:
         keep = slice(0, args.train_examples)
         x_train, y_train = x_train[keep], y_train[keep]
-    model = build_model(args.mode, args.seed)
+    model = build_model(args.mode, args.seed, args.train_clip)
+    if args.init_from:
+        init_from(model, args.init_from)
     steps = -(-len(x_train) // args.batch_size)
     lr: Any = args.lr
     if args.lr_decay_from is not None:
@@ -144,7 +215,10 @@ def main(argv: list | None = None) -> dict:
     )
     callbacks: list = [_EpochLog(x_test, y_test, args.mode != "dense")]
     if args.mode != "dense":
-        callbacks.insert(0, ksvd.KLScheduler(len(x_train), args.kl_start, args.kl_end))
+        scheduler = ksvd.KLScheduler(
+            len(x_train), args.kl_start, args.kl_end, max_rw=args.max_rw
+        )
+        callbacks.insert(0, scheduler)
     wall, cpu = time.time(), time.process_time()
     model.fit(
         x_train,
@@ -157,7 +231,7 @@ def main(argv: list | None = None) -> dict:
     wall, cpu = time.time() - wall, time.process_time() - cpu
     logits = model.predict(x_test, batch_size=1000, verbose=0)
     error = 100.0 * float(np.mean(np.argmax(logits, axis=1) != y_test))
-    name = f"lstm-mnist-rows-{args.mode}-seed{args.seed}"
+    name = args.name or f"lstm-mnist-rows-{args.mode}-seed{args.seed}"
     command = "python -m examples.lstm_mnist " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
@@ -169,6 +243,8 @@ def main(argv: list | None = None) -> dict:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "lr_decay_from": args.lr_decay_from,
+        "init_from": args.init_from,
+        "train_clip": args.train_clip,
         "test_error": error,
         "command": command,
         "backend": keras.backend.backend(),
@@ -178,7 +254,11 @@ def main(argv: list | None = None) -> dict:
     }
     os.makedirs(args.out, exist_ok=True)
     if args.mode != "dense":
-        result["kl"] = {"start_epoch": args.kl_start, "end_epoch": args.kl_end}
+        result["kl"] = {
+            "start_epoch": args.kl_start,
+            "end_epoch": args.kl_end,
+            "max_rw": args.max_rw,
+        }
         result.update(lstm_figures(model))
         result["report"] = ksvd.sparsity_report(model).to_dict()
         # Saved first, and uncompiled: stripping clones the model, and a
@@ -236,6 +316,13 @@ class _EpochLog(keras.callbacks.Callback):
         if self.sparse:
             figures = lstm_figures(self.model)
             row["lstm_compression"] = figures["lstm_compression"]
+            # Weights with log alpha < 0: the ones the model really uses
+            # (threshold 3 also keeps those still near it).
+            cell = self.model.get_layer("lstm").cell
+            row["lstm_kept_log_alpha_below_0"] = sum(
+                int(np.sum(keras.ops.convert_to_numpy(cell.log_alpha_of(n)) < 0))
+                for n in cell.svd_kernels
+            )
             row["hidden_units_kept"] = figures["hidden_units_kept"]
         self.rows.append(row)
         print(json.dumps(row), flush=True)

@@ -76,6 +76,20 @@ def test_train_speed_twins_have_the_same_layers():
     assert svd.output_shape == plain.output_shape == (None, 10)
 
 
+def test_train_speed_lstm_twins_differ_only_in_sparse_vd_layers():
+    svd = train_speed.build_model("lstm", sparse=True)
+    plain = train_speed.build_model("lstm", sparse=False)
+    assert [type(x) for x in plain.layers] == [keras.layers.LSTM, keras.layers.Dense]
+    assert [type(x) for x in svd.layers] == [ksvd.LSTMSVD, ksvd.DenseSVD]
+    assert [tuple(w.shape) for w in plain.trainable_weights] == [
+        tuple(w.shape)
+        for w in svd.trainable_weights
+        if "log_sigma2" not in w.path
+    ]
+    x, y = train_speed.random_batch(train_speed.INPUT_SHAPES["lstm"], 4)
+    assert tuple(svd(x).shape) == tuple(plain(x).shape) == (4, 10)
+
+
 @pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_inference_quick_writes_json(tmp_path, capsys):

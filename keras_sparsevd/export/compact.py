@@ -31,6 +31,8 @@ _DENSE = keras.layers.Dense
 _CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 # Exact classes only: a subclass may change what `call` does with the kernel.
 _PRUNABLE = (_DENSE,) + _CONVS
+# Recurrent layers and their gate blocks in the kernels' last axis.
+_RECURRENT = {keras.layers.LSTM: 4, keras.layers.GRU: 3, keras.layers.SimpleRNN: 1}
 
 # Layers that act on each channel independently and are the identity (or
 # elementwise) at inference, so a constant channel stays a constant channel.
@@ -108,6 +110,17 @@ def compact_plain(model: keras.Model, drop_unread_inputs: bool = False) -> keras
       makes the effect position-dependent, so such a unit is removed only
       when the constant reaching Q is exactly 0 (e.g. after a ReLU).
 
+    Recurrent layers (`keras.layers.LSTM`, `GRU`, `SimpleRNN`, exact
+    classes, neither stateful nor returning their states) take part too, as
+    P or Q. As P, a hidden unit is removed only when nothing reads it: its
+    row of the recurrent kernel and its inputs to Q are all 0; it goes with
+    its columns in every gate block of both kernels, its bias entries and
+    its row of the recurrent kernel. A hidden unit without inputs is kept:
+    its cell state still changes from step to step, so it is no constant.
+    As Q, its input kernel's rows play the part of a Dense kernel's rows
+    (a constant folds into the input bias; GRU's ``reset_after`` recurrent
+    bias is left alone).
+
     Rows of Q and entries of per-channel layers between P and Q are removed
     with it. Removing units of Q can leave more units of P feeding nothing,
     so the passes repeat until nothing changes. At least one unit of each
@@ -126,7 +139,8 @@ def compact_plain(model: keras.Model, drop_unread_inputs: bool = False) -> keras
     still run on all features. It applies to the first Dense/Conv of the
     model and of each nested model, and only where some feature is unread.
 
-    Layers allowed between P and Q: activation layers with an elementwise
+    Layers allowed between P and Q (a recurrent Q must get a sequence,
+    ``(batch, steps, features)``): activation layers with an elementwise
     activation (``Activation``, ``ReLU``, ``LeakyReLU``, ``ELU``; not
     softmax), dropout and noise layers (identity at inference),
     ``BatchNormalization`` over the channel axis, channels_last max/average
@@ -209,6 +223,10 @@ class _Prunable:
     # Input features (Dense rows, conv input channels) kept behind a
     # `SelectFeatures`; None: the layer reads its inputs as they come.
     read: np.ndarray | None = None
+    # Recurrent layers: the recurrent kernel as (units, gates, units); the
+    # input kernel is then held as (inputs, gates, units) and the bias as
+    # (..., gates, units), so that the last axis is the hidden unit.
+    recurrent_kernel: np.ndarray | None = None
 
 
 def _chain(model: keras.Model) -> list:
@@ -283,6 +301,10 @@ def _plan(chain: list, shapes: list) -> list:
 
 
 def _is_prunable(layer: keras.layers.Layer) -> bool:
+    if type(layer) in _RECURRENT:
+        # A stateful layer's states, and the states it returns, are sized by
+        # its units; a layer that returns them is not a link of a chain.
+        return not (layer.stateful or layer.return_state)
     if type(layer) not in _PRUNABLE:
         return False
     if getattr(layer, "quantization_mode", None) or getattr(
@@ -295,6 +317,8 @@ def _is_prunable(layer: keras.layers.Layer) -> bool:
 
 
 def _working_copy(layer: keras.layers.Layer, output_shape: tuple | None) -> _Prunable:
+    if type(layer) in _RECURRENT:
+        return _recurrent_copy(layer, output_shape)
     kernel = np.array(keras.ops.convert_to_numpy(layer.kernel), dtype="float32")
     channels = kernel.shape[-1]
     if layer.use_bias:
@@ -308,6 +332,33 @@ def _working_copy(layer: keras.layers.Layer, output_shape: tuple | None) -> _Pru
         bias=bias,
         use_bias=layer.use_bias,
         keep=np.ones(channels, bool),
+    )
+
+
+def _recurrent_copy(layer: keras.layers.Layer, output_shape: tuple | None) -> _Prunable:
+    cell = layer.cell
+    gates, units = _RECURRENT[type(layer)], cell.units
+
+    def blocks(value: Any) -> np.ndarray:
+        # Keras lays the gates out as consecutive blocks of `units` columns.
+        value = np.array(keras.ops.convert_to_numpy(value), dtype="float32")
+        return value.reshape(value.shape[:-1] + (gates, units))
+
+    if cell.use_bias:
+        bias = blocks(cell.bias)
+    else:
+        # What Keras would create with use_bias=True: GRU's reset_after has
+        # one bias for the input and one for the recurrent kernel.
+        rows = (2,) if getattr(cell, "reset_after", False) else ()
+        bias = np.zeros(rows + (gates, units), "float32")
+    return _Prunable(
+        layer=layer,
+        output_shape=output_shape,
+        kernel=blocks(cell.kernel),
+        bias=bias,
+        use_bias=cell.use_bias,
+        keep=np.ones(units, bool),
+        recurrent_kernel=blocks(cell.recurrent_kernel),
     )
 
 
@@ -325,13 +376,19 @@ def _make_link(
     source: _Prunable, between: list, target: _Prunable, shapes: list
 ) -> _Link | str:
     """The link from `source` to `target`, or why there can be none."""
-    if not _elementwise_activation(source.layer.activation):
+    # A recurrent source loses only units nobody reads (see `_prune_pair`),
+    # whatever its activations.
+    if source.recurrent_kernel is None and not _elementwise_activation(
+        source.layer.activation
+    ):
         return (
             f"the activation of {source.layer.name!r} is not elementwise, so its "
             "units depend on each other."
         )
     shape = source.output_shape
-    if shape is None or None in shape[1:]:
+    # A recurrent layer's sequences may have any length: only its units count.
+    needed = 1 if source.recurrent_kernel is None else len(shape or ()) - 1
+    if shape is None or None in shape[max(needed, 1) :]:
         return (
             f"the output shape of {source.layer.name!r} is not fully known "
             f"({shape}); give the model an input with a full shape."
@@ -363,6 +420,11 @@ def _make_link(
     if isinstance(target.layer, _DENSE):
         mode = "flatten" if flattened and len(source.output_shape) > 2 else "positional"
         valid = True
+    elif target.recurrent_kernel is not None:
+        if len(shape) != 3:
+            return f"{target.layer.name!r} does not read a sequence of features."
+        # The input kernel applies to every step alike, without padding.
+        mode, valid = "positional", True
     else:
         mode = "positional"
         valid = target.layer.padding == "valid"
@@ -372,6 +434,9 @@ def _make_link(
 def _target_view(link: _Link, target: _Prunable) -> np.ndarray:
     """The target's kernel as (positions, source channels, target units)."""
     channels = link.source.kernel.shape[-1]
+    if target.recurrent_kernel is not None:
+        # (inputs, gates, units): every gate's columns read the same input.
+        return target.kernel.reshape(1, channels, -1)
     units = target.kernel.shape[-1]
     return target.kernel.reshape(-1, channels, units)
 
@@ -400,6 +465,14 @@ def _prune_pair(link: _Link, target: _Prunable) -> bool:
     view = _target_view(link, target)
     dead_out = ~np.any(view != 0, axis=(0, 2))
     dead_in = ~np.any(source.kernel.reshape(-1, channels) != 0, axis=0)
+    recurrent = source.recurrent_kernel
+    if recurrent is not None:
+        # A hidden unit is read by the next layer and by the recurrent
+        # kernel's row of it. One that nothing reads goes, with its cell
+        # state (which only feeds it). One without inputs is not a constant:
+        # its state still moves from step to step, so it stays.
+        dead_out &= ~np.any(recurrent.reshape(channels, -1) != 0, axis=1)
+        dead_in = np.zeros_like(dead_in)
     candidates = source.keep & (dead_out | dead_in)
     if not candidates.any():
         return False
@@ -433,12 +506,22 @@ def _prune_pair(link: _Link, target: _Prunable) -> bool:
         else:
             shift = constant[0, removable] @ view[:, removable].sum(axis=0)
         if np.any(shift != 0):
-            target.bias += shift.astype("float32")
+            if target.recurrent_kernel is not None:
+                # Into the input part of the bias (GRU's first row when
+                # reset_after: the second belongs to the recurrent kernel).
+                row = target.bias.reshape(-1, shift.size)[0]
+                row += shift.astype("float32")
+            else:
+                target.bias += shift.astype("float32")
             target.use_bias = True
     view[:, removable, :] = 0.0
     target.kernel = view.reshape(target.kernel.shape)
     source.kernel[..., removable] = 0.0
-    source.bias[removable] = 0.0
+    source.bias[..., removable] = 0.0
+    if recurrent is not None:
+        # Their gates' columns go, so units read only by them are unread now.
+        recurrent[..., removable] = 0.0
+        recurrent[removable] = 0.0
     source.keep &= ~removable
     return True
 
@@ -451,6 +534,9 @@ def _select_read_inputs(unit: _Prunable) -> None:
     axis, so a feature is read if its slice of axis -2 has a non-zero.
     """
     kernel = unit.kernel[..., unit.keep]
+    if unit.recurrent_kernel is not None:
+        # (inputs, gates, units): the inputs are the first axis.
+        kernel = kernel.reshape(1, kernel.shape[0], -1)
     axes = tuple(i for i in range(kernel.ndim) if i != kernel.ndim - 2)
     read = np.any(kernel != 0, axis=axes)
     if read.all():
@@ -463,6 +549,8 @@ def _select_read_inputs(unit: _Prunable) -> None:
 
 def _final_weights(unit: _Prunable) -> tuple:
     """The kept part of a layer's kernel and bias, and its new config."""
+    if unit.recurrent_kernel is not None:
+        return _final_recurrent_weights(unit)
     kernel = unit.kernel
     if unit.read is not None:
         kernel = kernel[..., unit.read, :]
@@ -484,6 +572,26 @@ def _final_weights(unit: _Prunable) -> tuple:
     weights = [kernel]
     if unit.use_bias:
         weights.append(unit.bias[unit.keep])
+    return weights, config
+
+
+def _final_recurrent_weights(unit: _Prunable) -> tuple:
+    keep = unit.keep
+    kernel = unit.kernel
+    if unit.read is not None:
+        kernel = kernel[unit.read]
+    elif unit.link is not None:
+        kernel = kernel[unit.link.source.keep]
+
+    def flat(value: np.ndarray) -> np.ndarray:
+        return value.reshape(value.shape[:-2] + (-1,))
+
+    weights = [flat(kernel[..., keep]), flat(unit.recurrent_kernel[keep][..., keep])]
+    if unit.use_bias:
+        weights.append(flat(unit.bias[..., keep]))
+    config = unit.layer.get_config()
+    config["units"] = int(keep.sum())
+    config["use_bias"] = unit.use_bias
     return weights, config
 
 

@@ -93,8 +93,9 @@ def compact_model(model: keras.Model, drop_unread_inputs: bool = False) -> keras
     """A smaller plain model without the units and filters pruning left dead.
 
     A model with Sparse VD layers is stripped first (`strip_sparsevd`); then
-    each pair of consecutive Dense/Conv layers loses the units or filters
-    that feed nothing or output a constant (see
+    each pair of consecutive Dense/Conv/recurrent (LSTM, GRU, SimpleRNN)
+    layers loses the units or filters that feed nothing or output a
+    constant; a recurrent layer loses the hidden units nothing reads (see
     `keras_sparsevd.export.compact.compact_plain` for the exact rules and
     what is left as it is, with a warning).
 
