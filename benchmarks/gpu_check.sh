@@ -103,7 +103,7 @@ else
     venv="${GPU_CHECK_VENV:-$(mktemp -d)/venv}"
     # One pip call, so that one resolver picks CUDA libraries both TF and JAX accept.
     # shellcheck disable=SC2086
-    step install 150 bash -c "
+    step install 140 bash -c "
         set -e
         '${PYTHON:-python3}' -m venv '$venv'
         '$venv/bin/python' -m pip install -q --upgrade pip ${PIP_ARGS:-}
@@ -116,7 +116,7 @@ fi
 
 # 2. devices: fail clearly rather than time a CPU and call it a GPU figure.
 command -v nvidia-smi >/dev/null && nvidia-smi >"$out/nvidia_smi.txt" 2>&1
-step devices 45 env CPU_OK="$cpu_ok" OUT_JSON="$out/devices.json" "$py" - <<'EOF' || { summary; exit 1; }
+step devices 60 env CPU_OK="$cpu_ok" OUT_JSON="$out/devices.json" "$py" - <<'EOF' || { summary; exit 1; }
 import json
 import os
 
@@ -147,11 +147,13 @@ EOF
 
 # 3. speed: the step ratios, each backend in its own step and time limit.
 if [ "$cpu_ok" = "1" ]; then
-    speed_args=(--quick --batch-sizes 8)
+    speed_args=(--quick --batch-sizes 8 --compilations default)
     train_args=(--epochs 1 --train-limit 2000)
 else
-    # Fewer rounds than the CPU tables: a GPU step is short and steady.
-    speed_args=(--rounds 5 --round-seconds 0.2)
+    # Fewer rounds than the CPU tables: a GPU step is short and steady. Keras'
+    # default on a TensorFlow GPU is XLA already: timing "xla" as well would
+    # compile and time the same thing twice.
+    speed_args=(--rounds 5 --round-seconds 0.2 --compilations default)
     train_args=(--epochs 3)
 fi
 for backend in tensorflow jax; do
@@ -163,7 +165,7 @@ for backend in tensorflow jax; do
 done
 
 # 4. train LeNet-5 on the GPU (TensorFlow, Keras' default compilation).
-step train_lenet5 65 env KERAS_BACKEND=tensorflow "$py" -m examples.train \
+step train_lenet5 60 env KERAS_BACKEND=tensorflow "$py" -m examples.train \
     --model lenet5 "${train_args[@]}" --no-plots --verbose 2 \
     --out "$out/train_lenet5"
 

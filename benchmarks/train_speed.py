@@ -307,17 +307,36 @@ def batch_sizes_for(
     return sizes
 
 
+def backend_compilations(labels: tuple | None = None) -> tuple:
+    """The running backend's `COMPILATIONS`, only those in `labels` if given."""
+    chosen = COMPILATIONS[keras.backend.backend()]
+    if labels is None:
+        return chosen
+    return tuple(c for c in chosen if c[0] in labels)
+
+
 def benchmark_model(
     name: str,
     rounds: int,
     round_seconds: float,
     warmup_steps: int,
     batch_size: int = BATCH_SIZE,
+    compilations: tuple | None = None,
 ) -> list[dict]:
     """Step times of the Sparse VD and plain twins of one model, interleaved.
 
-    Every compilation of `COMPILATIONS` for the running backend, both twins
-    each, run in alternating order round after round.
+    Every compilation of `COMPILATIONS` for the running backend (or those
+    of them named in `compilations`), both twins each, run in alternating
+    order round after round.
+
+    Args:
+        name: one of `MODELS`.
+        rounds: interleaved rounds.
+        round_seconds: about how long each variant runs in each round.
+        warmup_steps: training steps after the first (compiling) call.
+        batch_size: examples per step.
+        compilations: labels of `COMPILATIONS` to time (None: all of the
+            backend's); a label the backend lacks is skipped.
 
     Returns:
         One dict per compilation: the SVD and plain figures and the median
@@ -326,7 +345,7 @@ def benchmark_model(
     load_at_start = load_average()
     keras.utils.set_random_seed(0)
     x, y = model_batch(name, batch_size)
-    compilations = COMPILATIONS[keras.backend.backend()]
+    compilations = backend_compilations(compilations)
     steps: dict[str, Any] = {}
     first_call: dict[str, float] = {}
     resolved: dict[str, str] = {}
@@ -389,6 +408,7 @@ def run(
     warmup_steps: int = DEFAULTS["warmup_steps"],
     noise: str = "box_muller_normal",
     batch_sizes: Any = None,
+    compilations: tuple | None = None,
 ) -> dict:
     """Runs the benchmark on the current backend; returns its JSON report.
 
@@ -405,6 +425,9 @@ def run(
         batch_sizes: examples per step, each measured separately: a tuple
             for every model, a dict model -> tuple, or None for each model's
             own (see `batch_sizes_for`).
+        compilations: labels of `COMPILATIONS` to time, None for all; on a
+            GPU Keras' default is XLA on TensorFlow too, so ``("default",)``
+            skips timing the same compilation twice.
 
     Returns:
         ``{"benchmark", "settings", "environment", "load_average",
@@ -420,7 +443,7 @@ def run(
         for name in models:
             for batch_size in per_model[name]:
                 results += benchmark_model(
-                    name, rounds, round_seconds, warmup_steps, batch_size
+                    name, rounds, round_seconds, warmup_steps, batch_size, compilations
                 )
     return {
         "benchmark": "train_speed",
@@ -437,6 +460,7 @@ def run(
             "vgg_plain_twin": "vgglike(sparse=False) without its Dropout layers",
             "lenet_svd_train_clip": True,
             "svd_noise": noise,
+            "compilations": [c[0] for c in backend_compilations(compilations)],
             "step": "model.train_on_batch on one fixed random batch",
             "rounds": rounds,
             "round_seconds": round_seconds,
@@ -593,6 +617,12 @@ def main(argv: list | None = None) -> int:
         help="noise generator of the SVD layers (default: what they use); "
         "others measure a proposed replacement",
     )
+    parser.add_argument(
+        "--compilations",
+        default=None,
+        help="comma-separated subset of default,xla (default: every one the "
+        "backend has: default and xla on TensorFlow, default elsewhere)",
+    )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--round-seconds", type=float, default=None)
     args = parser.parse_args(argv)
@@ -604,6 +634,10 @@ def main(argv: list | None = None) -> int:
     backends = _names(parser, "--backends", args.backends, BACKENDS)
     if backends is None:
         backends = ("tensorflow",) if args.quick else available_backends()
+    labels = {label for table in COMPILATIONS.values() for label, _ in table}
+    compilations = _names(
+        parser, "--compilations", args.compilations, tuple(sorted(labels))
+    )
     batch_sizes = batch_sizes_for(
         models, _batch_sizes(parser, args.batch_sizes), args.quick
     )
@@ -612,7 +646,13 @@ def main(argv: list | None = None) -> int:
         child = _without(argv, ("--json", "--backends"))
         report = run_backends(backends, child)
     else:
-        report = run(models, noise=args.noise, batch_sizes=batch_sizes, **settings)
+        report = run(
+            models,
+            noise=args.noise,
+            batch_sizes=batch_sizes,
+            compilations=compilations,
+            **settings,
+        )
     print(table(report))
     environments = report.get("environments") or {
         report["environment"]["backend"]: report["environment"]
