@@ -308,7 +308,14 @@ def batch_sizes_for(
 
 
 def backend_compilations(labels: tuple | None = None) -> tuple:
-    """The running backend's `COMPILATIONS`, only those in `labels` if given."""
+    """The running backend's `COMPILATIONS`, only those in `labels` if given.
+
+    Args:
+        labels: labels such as ``("default",)``, or None for all.
+
+    Returns:
+        ``(label, jit_compile)`` pairs, in `COMPILATIONS`' order.
+    """
     chosen = COMPILATIONS[keras.backend.backend()]
     if labels is None:
         return chosen

@@ -7,6 +7,8 @@ measure nothing; see BENCHMARKS.md for the figures.
 """
 
 import json
+import subprocess
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -139,3 +141,14 @@ def test_quick_on_a_real_model_writes_the_load_average(tmp_path, capsys):
     assert report["settings"]["compilations"] == ["default"]
     printed = capsys.readouterr().out
     assert "load average" in printed and "quiet machine" in printed
+
+
+def test_gpu_check_script_parses():
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = script.read_text()
+    # What the issue asks of it: both backends, both models, a time limit each.
+    for needed in ("tensorflow[and-cuda]", "jax[cuda12]", "lenet5,mobilenetv2"):
+        assert needed in text
+    assert "timeout" in text and "CPU_OK" in text
