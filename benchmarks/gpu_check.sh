@@ -116,7 +116,7 @@ fi
 
 # 2. devices: fail clearly rather than time a CPU and call it a GPU figure.
 command -v nvidia-smi >/dev/null && nvidia-smi >"$out/nvidia_smi.txt" 2>&1
-step devices 60 env CPU_OK="$cpu_ok" OUT_JSON="$out/devices.json" "$py" - <<'EOF' || { summary; exit 1; }
+step devices 50 env CPU_OK="$cpu_ok" OUT_JSON="$out/devices.json" "$py" - <<'EOF' || { summary; exit 1; }
 import json
 import os
 
@@ -158,14 +158,14 @@ else
 fi
 for backend in tensorflow jax; do
     limit=130
-    [ "$backend" = jax ] && limit=80
+    [ "$backend" = jax ] && limit=100
     step "speed_$backend" "$limit" env KERAS_BACKEND="$backend" "$py" -m benchmarks.train_speed \
         --backends "$backend" --models lenet5,mobilenetv2 "${speed_args[@]}" \
         --json "$out/train_speed_$backend.json"
 done
 
 # 4. train LeNet-5 on the GPU (TensorFlow, Keras' default compilation).
-step train_lenet5 60 env KERAS_BACKEND=tensorflow "$py" -m examples.train \
+step train_lenet5 50 env KERAS_BACKEND=tensorflow "$py" -m examples.train \
     --model lenet5 "${train_args[@]}" --no-plots --verbose 2 \
     --out "$out/train_lenet5"
 
