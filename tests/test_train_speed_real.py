@@ -152,3 +152,10 @@ def test_gpu_check_script_parses():
     for needed in ("tensorflow[and-cuda]", "jax[cuda12]", "lenet5,mobilenetv2"):
         assert needed in text
     assert "timeout" in text and "CPU_OK" in text
+
+
+def test_unknown_compilation_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as raised:
+        train_speed.main(["--quick", "--compilations", "default,bogus"])
+    assert raised.value.code == 2
+    assert "--compilations" in capsys.readouterr().err
