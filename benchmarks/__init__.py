@@ -2,7 +2,12 @@
 
 - ``python -m benchmarks.train_speed``: training steps per second of the
   paper's models built from Sparse VD layers against the same models built
-  from plain Keras layers, with and without ``jit_compile``.
+  from plain Keras layers, with and without ``jit_compile``, and of real
+  networks (MobileNetV2, ResNet50, the MNIST Transformer, a KerasHub BERT)
+  against their ``sparsify`` twins.
+- ``bash benchmarks/gpu_check.sh OUT_DIR``: on an NVIDIA GPU, in under 8
+  minutes: installs, checks the devices, takes train_speed's ratios on
+  TensorFlow and JAX and trains LeNet-5-Caffe for 3 epochs; JSON to OUT_DIR.
 - ``python -m benchmarks.inference``: latency and throughput of a Sparse VD
   model in evaluation mode, stripped, compacted and reloaded from the sparse
   file format, and the bytes on disk of each.

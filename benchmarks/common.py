@@ -42,6 +42,19 @@ def environment() -> dict:
 
         info["tensorflow"] = tf.__version__
         info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    elif keras.backend.backend() == "jax":
+        import jax
+
+        info["jax"] = jax.__version__
+        # A GPU figure must say it was one: jax falls back to the CPU silently.
+        info["devices"] = [f"{d.platform}:{d.device_kind}" for d in jax.devices()]
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        info["torch"] = torch.__version__
+        info["gpus"] = [
+            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+        ]
     try:
         # Other processes compete for the CPU: record how busy it was.
         info["load_average_1min"] = os.getloadavg()[0]

@@ -167,7 +167,7 @@ def profile_model(
     import tensorflow as tf
 
     model = train_speed.compiled(name, sparse, jit_compile=True)
-    x, y = train_speed.random_batch(train_speed.INPUT_SHAPES[name], batch_size)
+    x, y = train_speed.model_batch(name, batch_size)
     before = set(glob.glob(os.path.join(dump_dir, "*")))
     for _ in range(3):
         model.train_on_batch(x, y)

@@ -105,7 +105,7 @@ def breakdown(name: str, batch_size: int, rounds: int, round_seconds: float) -> 
         round_seconds: about how long each variant runs per round.
     """
     keras.utils.set_random_seed(0)
-    x, y = ts.random_batch(ts.INPUT_SHAPES[name], batch_size)
+    x, y = ts.model_batch(name, batch_size)
     steps = {}
     for variant in VARIANTS:
         with _variant(variant):
