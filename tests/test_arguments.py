@@ -108,7 +108,9 @@ def test_threshold_is_not_saved_as_a_weight_and_old_files_load(tmp_path):
         loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
     )
     # A model saved by an earlier version (committed results).
-    old = sorted(glob.glob(os.path.join(REPO_ROOT, "results", "lenet300-mnist-svd-*.keras")))
+    old = sorted(
+        glob.glob(os.path.join(REPO_ROOT, "results", "lenet300-mnist-svd-*.keras"))
+    )
     assert old, "no committed LeNet-300-100 model in results/"
     lenet = keras.models.load_model(old[0])
     report = ksvd.sparsity_report(lenet)
