@@ -860,7 +860,7 @@ def check_entry(entry: Any, where: str) -> int:
     ):
         raise ValueError(f"{where}: bad shape {shape!r}.")
     dtype = entry.get("dtype")
-    if dtype not in _DTYPES:
+    if dtype not in WEIGHT_DTYPES:
         raise ValueError(f"{where}: bad dtype {dtype!r}.")
     if entry.get("index") not in INDEX_CODINGS:
         raise ValueError(f"{where}: unknown index coding {entry.get('index')!r}.")
@@ -877,7 +877,8 @@ def check_entry(entry: Any, where: str) -> int:
     return size * (2 if dtype == "bfloat16" else np.dtype(dtype).itemsize)
 
 
-_DTYPES = (
+# The dtypes a sparse file (either version) may hold; `sparse_format` reads it too.
+WEIGHT_DTYPES = (
     "float16",
     "float32",
     "float64",

@@ -268,21 +268,6 @@ _MIN_BUDGET = 16 * 2**20
 _DEFLATE_RATIO = 1032
 _NPY_HEADER_MAX = 10_000
 _ENCODINGS = ("dense", "delta8", "bitmask")
-_WEIGHT_DTYPES = (
-    "float16",
-    "float32",
-    "float64",
-    "bfloat16",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "bool",
-)
 
 
 def _members(archive: zipfile.ZipFile, file_bytes: int, name: str) -> dict:
@@ -412,7 +397,7 @@ def _check_entries(entries: list, members: dict, budget: float, name: str) -> li
             for d in shape
         ):
             raise ValueError(f"{where}: bad shape {shape!r}.")
-        if entry.get("dtype") not in _WEIGHT_DTYPES:
+        if entry.get("dtype") not in kbit.WEIGHT_DTYPES:
             raise ValueError(f"{where}: bad dtype {entry.get('dtype')!r}.")
         if entry.get("encoding") not in _ENCODINGS:
             raise ValueError(f"{where}: unknown encoding {entry.get('encoding')!r}.")
