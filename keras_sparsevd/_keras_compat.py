@@ -226,20 +226,28 @@ def _rewrap_quantize(layer: keras.layers.Layer) -> None:
     """
     import functools
 
-    from keras.src.quantizers.quantization_config import validate_and_resolve_config
-
     if "quantize" not in layer.__dict__:
         return
     original = type(layer).quantize.__get__(layer)
+    try:
+        from keras.src.quantizers.quantization_config import (
+            validate_and_resolve_config,
+        )
+    except ImportError:  # Keras 3.12: `quantize(mode, **kwargs)`, no configs
+        validate_and_resolve_config = None
 
     @functools.wraps(original)
     def quantize_wrapper(mode: Any = None, config: Any = None, **kwargs: Any) -> Any:
-        config = validate_and_resolve_config(mode, config)
-        mode = config.mode
+        if validate_and_resolve_config is not None:
+            config = validate_and_resolve_config(mode, config)
+            mode = config.mode
+            kwargs["config"] = config
+        elif config is not None:
+            kwargs["config"] = config
         layer._check_quantize_args(mode, layer.compute_dtype)
         layer._tracker.unlock()
         try:
-            original(mode=mode, config=config, **kwargs)
+            original(mode=mode, **kwargs)
         finally:
             layer._tracker.lock()
 
