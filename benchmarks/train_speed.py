@@ -124,8 +124,12 @@ QUIET_NOTE = (
 COMPILATIONS = {
     "tensorflow": (("default", "auto"), ("xla", True)),
     "jax": (("default", "auto"),),
-    "torch": (("default", "auto"),),
+    "torch": (("default", "auto"), ("compile", True)),
 }
+# Timed only when named in --compilations: torch.compile recompiles Keras'
+# layer calls until dynamo's cache limit and made the Sparse VD step slower
+# than eager (BENCHMARKS.md), and its first call takes minutes.
+ON_REQUEST = ("compile",)
 
 DEFAULTS = {"rounds": 7, "round_seconds": 0.25, "warmup_steps": 2}
 QUICK = {"rounds": 3, "round_seconds": 0.1, "warmup_steps": 1}
@@ -311,14 +315,15 @@ def backend_compilations(labels: tuple | None = None) -> tuple:
     """The running backend's `COMPILATIONS`, only those in `labels` if given.
 
     Args:
-        labels: labels such as ``("default",)``, or None for all.
+        labels: labels such as ``("default",)``, or None for all but those
+            `ON_REQUEST`.
 
     Returns:
         ``(label, jit_compile)`` pairs, in `COMPILATIONS`' order.
     """
     chosen = COMPILATIONS[keras.backend.backend()]
     if labels is None:
-        return chosen
+        return tuple(c for c in chosen if c[0] not in ON_REQUEST)
     return tuple(c for c in chosen if c[0] in labels)
 
 
@@ -627,8 +632,9 @@ def main(argv: list | None = None) -> int:
     parser.add_argument(
         "--compilations",
         default=None,
-        help="comma-separated subset of default,xla (default: every one the "
-        "backend has: default and xla on TensorFlow, default elsewhere)",
+        help="comma-separated subset of default,xla,compile (default: "
+        "default and xla on TensorFlow, default elsewhere; compile, "
+        "torch.compile, only when named)",
     )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--round-seconds", type=float, default=None)

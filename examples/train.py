@@ -178,7 +178,7 @@ def compilation(model: keras.Model) -> str:
     """How Keras compiles `model`'s train step, in words (after `compile`)."""
     backend = keras.backend.backend()
     if backend == "torch":
-        return "eager (torch)"
+        return "torch.compile" if model.jit_compile is True else "eager (torch)"
     if backend == "jax":
         return "XLA (jax.jit)" if model.jit_compile else "jax, no jit"
     return "XLA" if model.jit_compile else "tf.function, no XLA"
