@@ -159,3 +159,14 @@ def test_unknown_compilation_is_a_usage_error(capsys):
         train_speed.main(["--quick", "--compilations", "default,bogus"])
     assert raised.value.code == 2
     assert "--compilations" in capsys.readouterr().err
+
+
+def test_torch_compile_is_timed_only_when_named(monkeypatch):
+    # torch.compile takes minutes to compile and made the step slower: a run
+    # without --compilations must not time it.
+    backend = keras.backend.backend()
+    table = (("default", "auto"), ("compile", True))
+    monkeypatch.setitem(train_speed.COMPILATIONS, backend, table)
+    assert train_speed.backend_compilations() == (("default", "auto"),)
+    assert train_speed.backend_compilations(("compile",)) == (("compile", True),)
+    assert "compile" in train_speed.ON_REQUEST
