@@ -221,9 +221,7 @@ def main(argv: list | None = None) -> int:
             f"most {args.train_margin} points above its source model's (float32, "
             "threshold 3) on the same images; test error not used"
         )
-        common.write_json(
-            os.path.join(args.json_dir, f"smallest-{net}.json"), report
-        )
+        common.write_json(os.path.join(args.json_dir, f"smallest-{net}.json"), report)
     return 0
 
 

@@ -82,9 +82,7 @@ def test_train_speed_lstm_twins_differ_only_in_sparse_vd_layers():
     assert [type(x) for x in plain.layers] == [keras.layers.LSTM, keras.layers.Dense]
     assert [type(x) for x in svd.layers] == [ksvd.LSTMSVD, ksvd.DenseSVD]
     assert [tuple(w.shape) for w in plain.trainable_weights] == [
-        tuple(w.shape)
-        for w in svd.trainable_weights
-        if "log_sigma2" not in w.path
+        tuple(w.shape) for w in svd.trainable_weights if "log_sigma2" not in w.path
     ]
     x, y = train_speed.random_batch(train_speed.INPUT_SHAPES["lstm"], 4)
     assert tuple(svd(x).shape) == tuple(plain(x).shape) == (4, 10)
