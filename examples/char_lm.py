@@ -28,21 +28,17 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import shlex
 import string
 import sys
 import sysconfig
-import time
-from typing import Any
 
 import keras
 import numpy as np
 
 import keras_sparsevd as ksvd
-from examples.lstm_mnist import _atomic_write, _Delayed, init_from
+from examples import recurrent_training as training
 from keras_sparsevd.export.cloning import uncompiled
 
 # Index 0 is the unknown symbol.
@@ -177,13 +173,7 @@ def main(argv: list | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seq-len", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument(
-        "--lr-decay-from",
-        type=int,
-        default=None,
-        help="epoch from which the learning rate decays linearly to 0",
-    )
+    training.add_learning_rate_arguments(parser, default=2e-3)
     parser.add_argument("--kl-start", type=int, default=0)
     parser.add_argument("--kl-end", type=int, default=3)
     parser.add_argument("--train-chars", type=int, default=1_000_000)
@@ -216,36 +206,26 @@ def main(argv: list | None = None) -> dict:
 
     model = build_model(args.mode, args.units, args.seed, args.log_sigma2_init)
     if args.init_from:
-        init_from(model, args.init_from)
-    steps = -(-len(x_train) // args.batch_size)
-    lr: Any = args.lr
-    if args.lr_decay_from is not None:
-        decay_steps = max(1, (args.epochs - args.lr_decay_from) * steps)
-        lr = keras.optimizers.schedules.PolynomialDecay(args.lr, decay_steps, 0.0)
-        lr = _Delayed(lr, args.lr_decay_from * steps, args.lr)
+        training.init_from(model, args.init_from)
+    lr = training.learning_rate(
+        args.lr, args.lr_decay_from, args.epochs, len(x_train), args.batch_size
+    )
     model.compile(
         keras.optimizers.Adam(lr, clipnorm=1.0),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    log = _EpochLog(x_valid, y_valid, args.mode != "dense")
+    log = training.EpochLog(
+        lambda model: {"valid_bpc": bits_per_char(model, x_valid, y_valid)},
+        _compression if args.mode != "dense" else None,
+    )
     callbacks: list = [log]
     if args.mode != "dense":
         # N counts characters: the loss is a mean over every position.
         callbacks.insert(0, ksvd.KLScheduler(x_train.size, args.kl_start, args.kl_end))
-    wall, cpu = time.time(), time.process_time()
-    model.fit(
-        x_train,
-        y_train,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        verbose=2,
-        callbacks=callbacks,
+    wall, cpu = training.fit_timed(
+        model, x_train, y_train, args.batch_size, args.epochs, callbacks
     )
-    wall, cpu = time.time() - wall, time.process_time() - cpu
     name = args.name or f"char-lm-{args.mode}-seed{args.seed}"
-    command = "python -m examples.char_lm " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
     result = {
         "task": "character LM on the standard library's top-level .py files",
         "python": sys.version.split()[0],
@@ -275,11 +255,7 @@ def main(argv: list | None = None) -> dict:
         "log_sigma2_init": args.log_sigma2_init,
         "valid_bpc": bits_per_char(model, x_valid, y_valid),
         "test_bpc": bits_per_char(model, x_test, y_test),
-        "command": command,
-        "backend": keras.backend.backend(),
-        "wall_seconds": wall,
-        "cpu_seconds": cpu,
-        "history": log.rows,
+        **training.run_record("examples.char_lm", argv, wall, cpu, log.rows),
     }
     os.makedirs(args.out, exist_ok=True)
     if args.mode != "dense":
@@ -289,38 +265,17 @@ def main(argv: list | None = None) -> dict:
             "n": int(x_train.size),
         }
         result.update(matrix_figures(model))
-    _atomic_write(os.path.join(args.out, name + ".keras"), uncompiled(model).save)
-    text = json.dumps(result, indent=2) + "\n"
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as handle:
-            handle.write(text)
-
-    _atomic_write(os.path.join(args.out, name + ".json"), write)
-    short = {k: v for k, v in result.items() if k not in ("history", "files")}
-    print(json.dumps(short))
+    training.atomic_write(
+        os.path.join(args.out, name + ".keras"), uncompiled(model).save
+    )
+    training.write_result(os.path.join(args.out, name + ".json"), result)
+    training.print_summary(result, left_out=("history", "files"))
     return result
 
 
-class _EpochLog(keras.callbacks.Callback):
-    """Validation bits per character (and compression) after every epoch."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, sparse: bool) -> None:
-        super().__init__()
-        self.x, self.y, self.sparse, self.rows = x, y, sparse, []
-        self.start = time.time()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        row = {
-            "epoch": epoch + 1,
-            "loss": float((logs or {}).get("loss", float("nan"))),
-            "valid_bpc": bits_per_char(self.model, self.x, self.y),
-            "seconds": time.time() - self.start,
-        }
-        if self.sparse:
-            row["compression"] = matrix_figures(self.model)["compression"]
-        self.rows.append(row)
-        print(json.dumps(row), flush=True)
+def _compression(model: keras.Model) -> dict:
+    """The Sparse VD figure logged after every epoch: compression in all."""
+    return {"compression": matrix_figures(model)["compression"]}
 
 
 if __name__ == "__main__":

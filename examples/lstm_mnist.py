@@ -19,19 +19,17 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
-import sys
-import tempfile
-import time
-from typing import Any
 
 import keras
 import numpy as np
 
 import keras_sparsevd as ksvd
 from examples import data
+from examples import recurrent_training as training
+
+# Also reached as ``lstm_mnist.init_from`` (the tests start models with it).
+from examples.recurrent_training import init_from
 from keras_sparsevd.export.cloning import uncompiled
 
 UNITS = 128
@@ -100,52 +98,10 @@ def lstm_figures(model: keras.Model) -> dict:
     }
 
 
-def init_from(model: keras.Model, path: str) -> list:
-    """Copies the weights of the ``.keras`` model at `path` into `model`.
-
-    Variables are matched by path below the model (layer names are the
-    same in every mode), so a Sparse VD model can start a structured one:
-    its kernels, ``log_sigma2`` and biases are copied, the group variables
-    keep their initial values. Noise seed states are not copied.
-
-    Args:
-        model: the built model to start.
-        path: a ``.keras`` file written by this script.
-
-    Returns:
-        The paths of `model`'s variables left as initialised.
-    """
-    source = keras.saving.load_model(path, compile=False)
-
-    def key(variable: Any, owner: keras.Model) -> str:
-        # A built model's paths start with its name, a loaded one's do not.
-        prefix = owner.name + "/"
-        path = variable.path
-        return path[len(prefix) :] if path.startswith(prefix) else path
-
-    values = {key(v, source): v for v in source.variables}
-    missing = []
-    for variable in model.variables:
-        found = values.get(key(variable, model))
-        if found is None or tuple(found.shape) != tuple(variable.shape):
-            missing.append(variable.path)
-        else:
-            variable.assign(keras.ops.convert_to_numpy(found))
-    print(f"init from {path}; not found there: {missing}", flush=True)
-    return missing
-
-
-def _atomic_write(path: str, write: Any) -> None:
-    folder = os.path.dirname(path) or "."
-    suffix = os.path.splitext(path)[1]
-    handle, tmp = tempfile.mkstemp(dir=folder, suffix=suffix)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def error_percent(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    """Test error of `model` on `x`, `y`, in %."""
+    logits = model.predict(x, batch_size=1000, verbose=0)
+    return 100.0 * float(np.mean(np.argmax(logits, axis=1) != y))
 
 
 def main(argv: list | None = None) -> dict:
@@ -154,13 +110,7 @@ def main(argv: list | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument(
-        "--lr-decay-from",
-        type=int,
-        default=None,
-        help="epoch from which the learning rate decays linearly to 0",
-    )
+    training.add_learning_rate_arguments(parser, default=1e-3)
     parser.add_argument(
         "--train-clip",
         action="store_true",
@@ -202,39 +152,29 @@ def main(argv: list | None = None) -> dict:
     model = build_model(args.mode, args.seed, args.train_clip)
     if args.init_from:
         init_from(model, args.init_from)
-    steps = -(-len(x_train) // args.batch_size)
-    lr: Any = args.lr
-    if args.lr_decay_from is not None:
-        decay_steps = max(1, (args.epochs - args.lr_decay_from) * steps)
-        lr = keras.optimizers.schedules.PolynomialDecay(args.lr, decay_steps, 0.0)
-        lr = _Delayed(lr, args.lr_decay_from * steps, args.lr)
+    lr = training.learning_rate(
+        args.lr, args.lr_decay_from, args.epochs, len(x_train), args.batch_size
+    )
     model.compile(
         keras.optimizers.Adam(lr),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    callbacks: list = [_EpochLog(x_test, y_test, args.mode != "dense")]
+    log = training.EpochLog(
+        lambda model: {"test_error": error_percent(model, x_test, y_test)},
+        _epoch_figures if args.mode != "dense" else None,
+    )
+    callbacks: list = [log]
     if args.mode != "dense":
         scheduler = ksvd.KLScheduler(
             len(x_train), args.kl_start, args.kl_end, max_rw=args.max_rw
         )
         callbacks.insert(0, scheduler)
-    wall, cpu = time.time(), time.process_time()
-    model.fit(
-        x_train,
-        y_train,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        verbose=2,
-        callbacks=callbacks,
+    wall, cpu = training.fit_timed(
+        model, x_train, y_train, args.batch_size, args.epochs, callbacks
     )
-    wall, cpu = time.time() - wall, time.process_time() - cpu
-    logits = model.predict(x_test, batch_size=1000, verbose=0)
-    error = 100.0 * float(np.mean(np.argmax(logits, axis=1) != y_test))
+    error = error_percent(model, x_test, y_test)
     name = args.name or f"lstm-mnist-rows-{args.mode}-seed{args.seed}"
-    command = "python -m examples.lstm_mnist " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
     result = {
         "task": "MNIST rows: 28 steps of 28 pixels, LSTM(128) -> Dense(10)",
         "mode": args.mode,
@@ -246,11 +186,7 @@ def main(argv: list | None = None) -> dict:
         "init_from": args.init_from,
         "train_clip": args.train_clip,
         "test_error": error,
-        "command": command,
-        "backend": keras.backend.backend(),
-        "wall_seconds": wall,
-        "cpu_seconds": cpu,
-        "history": callbacks[-1].rows,
+        **training.run_record("examples.lstm_mnist", argv, wall, cpu, log.rows),
     }
     os.makedirs(args.out, exist_ok=True)
     if args.mode != "dense":
@@ -264,68 +200,28 @@ def main(argv: list | None = None) -> dict:
         # Saved first, and uncompiled: stripping clones the model, and a
         # compiled clone would rebuild the optimizer (and its schedule).
         inference = uncompiled(model)
-        _atomic_write(os.path.join(args.out, name + ".keras"), inference.save)
+        training.atomic_write(os.path.join(args.out, name + ".keras"), inference.save)
         stripped = ksvd.strip_sparsevd(inference)
-        stripped_logits = stripped.predict(x_test, batch_size=1000, verbose=0)
-        result["stripped_test_error"] = 100.0 * float(
-            np.mean(np.argmax(stripped_logits, axis=1) != y_test)
-        )
-    text = json.dumps(result, indent=2) + "\n"
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as handle:
-            handle.write(text)
-
-    _atomic_write(os.path.join(args.out, name + ".json"), write)
-    short = {k: v for k, v in result.items() if k not in ("history", "report")}
-    print(json.dumps(short))
+        result["stripped_test_error"] = error_percent(stripped, x_test, y_test)
+    training.write_result(os.path.join(args.out, name + ".json"), result)
+    training.print_summary(result, left_out=("history", "report"))
     return result
 
 
-class _Delayed(keras.optimizers.schedules.LearningRateSchedule):
-    """`base` from step `start` on (counted from there), `constant` before."""
-
-    def __init__(self, base: Any, start: int, constant: float) -> None:
-        self.base, self.start, self.constant = base, start, constant
-
-    def __call__(self, step: Any) -> Any:
-        step = keras.ops.cast(step, "float32")
-        later = self.base(keras.ops.maximum(step - self.start, 0.0))
-        return keras.ops.where(step < self.start, self.constant, later)
-
-    def get_config(self) -> dict:
-        return {"start": self.start, "constant": self.constant}
-
-
-class _EpochLog(keras.callbacks.Callback):
-    """Test error (and the LSTM's compression) after every epoch, printed."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, sparse: bool) -> None:
-        super().__init__()
-        self.x, self.y, self.sparse, self.rows = x, y, sparse, []
-        self.start = time.time()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logits = self.model.predict(self.x, batch_size=1000, verbose=0)
-        row = {
-            "epoch": epoch + 1,
-            "loss": float((logs or {}).get("loss", float("nan"))),
-            "test_error": 100.0 * float(np.mean(np.argmax(logits, axis=1) != self.y)),
-            "seconds": time.time() - self.start,
-        }
-        if self.sparse:
-            figures = lstm_figures(self.model)
-            row["lstm_compression"] = figures["lstm_compression"]
-            # Weights with log alpha < 0: the ones the model really uses
-            # (threshold 3 also keeps those still near it).
-            cell = self.model.get_layer("lstm").cell
-            row["lstm_kept_log_alpha_below_0"] = sum(
-                int(np.sum(keras.ops.convert_to_numpy(cell.log_alpha_of(n)) < 0))
-                for n in cell.svd_kernels
-            )
-            row["hidden_units_kept"] = figures["hidden_units_kept"]
-        self.rows.append(row)
-        print(json.dumps(row), flush=True)
+def _epoch_figures(model: keras.Model) -> dict:
+    """The LSTM's compression, weights in use and neurons, after every epoch."""
+    figures = lstm_figures(model)
+    cell = model.get_layer("lstm").cell
+    return {
+        "lstm_compression": figures["lstm_compression"],
+        # Weights with log alpha < 0: the ones the model really uses
+        # (threshold 3 also keeps those still near it).
+        "lstm_kept_log_alpha_below_0": sum(
+            int(np.sum(keras.ops.convert_to_numpy(cell.log_alpha_of(n)) < 0))
+            for n in cell.svd_kernels
+        ),
+        "hidden_units_kept": figures["hidden_units_kept"],
+    }
 
 
 if __name__ == "__main__":
