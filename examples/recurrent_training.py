@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import keras
 import numpy as np
+
+from keras_sparsevd import files
 
 
 def add_learning_rate_arguments(
@@ -250,16 +250,10 @@ def atomic_write(path: str, write: Callable[[str], Any]) -> None:
             same suffix, which Keras' ``save`` checks), which then replaces
             `path`; a run killed midway leaves no half-written result.
     """
-    folder = os.path.dirname(path) or "."
-    suffix = os.path.splitext(path)[1]
-    handle, tmp = tempfile.mkstemp(dir=folder, suffix=suffix)
-    os.close(handle)
-    try:
+    # The package's writer, not `tempfile.mkstemp`: a result file gets the
+    # mode a plain `open` gives (0666 less the umask), not mkstemp's 0600.
+    with files.atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_result(path: str, result: dict) -> None:

@@ -127,3 +127,29 @@ def test_rnn_inference_unrolled_copy_predicts_the_same():
         keras.ops.convert_to_numpy(model(x)),
         atol=1e-6,
     )
+
+
+def test_result_files_are_written_whole_with_the_usual_mode(tmp_path):
+    import os
+
+    from examples import recurrent_training
+
+    path = tmp_path / "result.json"
+    recurrent_training.write_result(str(path), {"test_error": 1.0})
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        # A writer that fails midway leaves the old file and no temporary.
+        recurrent_training.atomic_write(str(path), _failing_writer)
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["result.json"]
+    recurrent_training.write_result(str(path), {"test_error": 2.0})
+    umask = os.umask(0)
+    os.umask(umask)
+    # What a plain `open` gives, as Keras' own `save` does; not mkstemp's 0600.
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def _failing_writer(tmp):
+    with open(tmp, "w") as f:
+        f.write("half")
+    raise RuntimeError("killed")
