@@ -141,7 +141,17 @@ def main(argv: list | None = None) -> dict:
     parser.add_argument(
         "--train-examples", type=int, default=None, help="first N only (smoke runs)"
     )
+    parser.add_argument(
+        "--thresholds",
+        default=None,
+        help="comma-separated log-alpha thresholds: the result also gets the "
+        "test error and LSTM compression at each (threshold_sweep); the "
+        "saved model keeps 3. With --epochs 0 --init-from M it evaluates M",
+    )
     args = parser.parse_args(argv)
+    sweep = _thresholds(parser, args.thresholds)
+    if sweep and args.mode == "dense":
+        parser.error("--thresholds: a dense model has no threshold")
 
     keras.utils.set_random_seed(args.seed)
     (x_train, y_train), (x_test, y_test) = data.load("mnist", args.data_dir)
@@ -200,12 +210,65 @@ def main(argv: list | None = None) -> dict:
         # Saved first, and uncompiled: stripping clones the model, and a
         # compiled clone would rebuild the optimizer (and its schedule).
         inference = uncompiled(model)
-        training.atomic_write(os.path.join(args.out, name + ".keras"), inference.save)
+        if args.epochs or not args.init_from:
+            # An evaluation (--epochs 0 --init-from M) writes no copy of M.
+            training.atomic_write(
+                os.path.join(args.out, name + ".keras"), inference.save
+            )
         stripped = ksvd.strip_sparsevd(inference)
         result["stripped_test_error"] = error_percent(stripped, x_test, y_test)
+        if sweep:
+            result["threshold_sweep"] = threshold_sweep(model, sweep, x_test, y_test)
     training.write_result(os.path.join(args.out, name + ".json"), result)
     training.print_summary(result, left_out=("history", "report"))
     return result
+
+
+def threshold_sweep(
+    model: keras.Model, thresholds: list, x: np.ndarray, y: np.ndarray
+) -> list:
+    """Test error and LSTM compression of `model` at each log-alpha threshold.
+
+    Args:
+        model: a model of `build_model` ("svd" or "structured").
+        thresholds: the thresholds, each in [-8, 8].
+        x: test images, (N, 28, 28).
+        y: their labels.
+
+    Returns:
+        One dict per threshold: ``threshold``, ``test_error`` (%),
+        ``lstm_kept``, ``lstm_compression``. The model's thresholds are
+        put back as they were.
+    """
+    layers = [model.get_layer("lstm").cell, model.get_layer("logits")]
+    before = [layer.threshold for layer in layers]
+    rows = []
+    try:
+        for threshold in thresholds:
+            for layer in layers:
+                layer.threshold = threshold
+            figures = lstm_figures(model)
+            rows.append(
+                {
+                    "threshold": threshold,
+                    "test_error": error_percent(model, x, y),
+                    "lstm_kept": figures["lstm_kept"],
+                    "lstm_compression": figures["lstm_compression"],
+                }
+            )
+    finally:
+        for layer, threshold in zip(layers, before):
+            layer.threshold = threshold
+    return rows
+
+
+def _thresholds(parser: argparse.ArgumentParser, value: str | None) -> list:
+    if not value:
+        return []
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--thresholds: {value!r} is not a list such as 0,1,2,3")
 
 
 def _epoch_figures(model: keras.Model) -> dict:
