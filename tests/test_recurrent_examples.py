@@ -153,3 +153,28 @@ def _failing_writer(tmp):
     with open(tmp, "w") as f:
         f.write("half")
     raise RuntimeError("killed")
+
+
+def test_lstm_mnist_threshold_sweep_and_its_flag_errors(capsys):
+    from examples import lstm_mnist
+
+    model = lstm_mnist.build_model("svd", seed=0)
+    rng = np.random.default_rng(2)
+    cell = model.get_layer("lstm").cell
+    # Spread log sigma2 so that the thresholds keep different counts.
+    for log_sigma2 in (cell.log_sigma2, cell.recurrent_log_sigma2):
+        log_sigma2.assign(rng.uniform(-8, 4, tuple(log_sigma2.shape)).astype("float32"))
+    x = rng.uniform(0, 1, (64, 28, 28)).astype("float32")
+    y = rng.integers(0, 10, 64)
+    rows = lstm_mnist.threshold_sweep(model, [-2.0, 0.0, 3.0], x, y)
+    kept = [row["lstm_kept"] for row in rows]
+    assert kept[0] < kept[1] < kept[2]
+    assert rows[2]["lstm_kept"] == lstm_mnist.lstm_figures(model)["lstm_kept"]
+    assert cell.threshold == 3.0 and model.get_layer("logits").threshold == 3.0
+    for argv, message in (
+        (["--mode", "dense", "--thresholds", "0"], "a dense model has no threshold"),
+        (["--thresholds", "0,x"], "is not a list such as 0,1,2,3"),
+    ):
+        with pytest.raises(SystemExit):
+            lstm_mnist.main(argv)
+        assert message in capsys.readouterr().err
