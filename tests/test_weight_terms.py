@@ -217,3 +217,34 @@ def test_jax_gradients_match_autodiff():
         timeout=300,
     )
     assert "JAX_OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_fused_torch_terms_fall_back_to_eager_with_one_warning():
+    torch = pytest.importorskip("torch")
+    from keras_sparsevd.layers import weight_terms
+
+    calls = []
+
+    def double(x):
+        calls.append(x.device.type)
+        return x * 2
+
+    fused = weight_terms._Fused(double)
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    # Shape inference on the meta device never reaches the compiler.
+    fused.compiled = broken
+    assert fused(torch.ones(2, device="meta")).device.type == "meta"
+    assert fused.compiled is broken
+    with pytest.warns(RuntimeWarning, match="compile failed.*no C.. compiler"):
+        out = fused(torch.ones(3))
+    np.testing.assert_array_equal(out.numpy(), [2.0, 2.0, 2.0])
+    assert fused.compiled is None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fused(torch.ones(1))  # eager from now on, without another warning
+    assert calls == ["meta", "cpu", "cpu"]

@@ -13,7 +13,9 @@ default graph runs each elementwise op as a pass of its own over the
 weights, the whole computation is also compiled with XLA into a few fused
 passes (its gradient too), whatever the model's own compilation. On PyTorch,
 whose Keras `custom_gradient` takes functions of one output only, the same
-forward and backward run as a `torch.autograd.Function` of three outputs.
+forward and backward run as a `torch.autograd.Function` of three outputs,
+each compiled by `torch.compile` into one fused loop (eager where compiling
+fails, with a warning).
 """
 
 from __future__ import annotations
@@ -105,8 +107,51 @@ def _torch_terms() -> Any:
     return _TORCH_TERMS
 
 
+class _Fused:
+    """`function` compiled by `torch.compile`, or `function` itself.
+
+    Eager PyTorch runs each of the terms' elementwise operations as a pass
+    of its own over the weights, and on small nets those passes cost more
+    than the matrix products; inductor fuses them into one loop (2.4x faster
+    on a 784x300 kernel). Compiling needs a C++ compiler: where it fails, a
+    warning says so once and the terms run eagerly, with the same values.
+    """
+
+    def __init__(self, function: Any) -> None:
+        import torch
+
+        self.function = function
+        self.compiled: Any = torch.compile(function, dynamic=True)
+
+    def __call__(self, *args: Any) -> Any:
+        # Keras infers shapes on the "meta" device (no data): nothing to fuse.
+        if self.compiled is not None and not _on_meta_device(args):
+            try:
+                return self.compiled(*args)
+            except Exception as error:  # noqa: BLE001 - any compiler failure
+                import warnings
+
+                warnings.warn(
+                    "keras_sparsevd: torch.compile failed on the Sparse VD "
+                    f"weight terms ({type(error).__name__}: {error}); they "
+                    "run eagerly, with the same values but slower.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self.compiled = None
+        return self.function(*args)
+
+
+def _on_meta_device(args: tuple) -> bool:
+    first = args[0][0] if isinstance(args[0], tuple) else args[0]
+    return getattr(getattr(first, "device", None), "type", None) == "meta"
+
+
 def _make_torch_terms() -> Any:
     import torch
+
+    forward_pass = _Fused(_forward)
+    backward_pass = _Fused(_backward)
 
     class TrainingTerms(torch.autograd.Function):
         """`_forward` and `_backward` as one torch autograd node."""
@@ -115,7 +160,7 @@ def _make_torch_terms() -> Any:
         def forward(
             ctx: Any, theta: Any, log_sigma2: Any, threshold: Any, train_clip: bool
         ) -> tuple:
-            outputs, saved = _forward(theta, log_sigma2, threshold, train_clip)
+            outputs, saved = forward_pass(theta, log_sigma2, threshold, train_clip)
             # Outputs that nothing used reach `backward` as None, as on the
             # other backends, rather than as tensors of zeros.
             ctx.set_materialize_grads(False)
@@ -127,7 +172,7 @@ def _make_torch_terms() -> Any:
         @staticmethod
         def backward(ctx: Any, d_mean: Any, d_variance: Any, d_kl: Any) -> tuple:
             d_kl = 0.0 if d_kl is None else d_kl
-            d_theta, d_log_sigma2 = _backward(
+            d_theta, d_log_sigma2 = backward_pass(
                 ctx.saved_tensors, d_mean, d_variance, d_kl
             )
             return d_theta, d_log_sigma2, None, None
