@@ -21,6 +21,7 @@ fails, with a warning).
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import keras
@@ -115,13 +116,16 @@ class _Fused:
     than the matrix products; inductor fuses them into one loop (2.4x faster
     on a 784x300 kernel). Compiling needs a C++ compiler: where it fails, a
     warning says so once and the terms run eagerly, with the same values.
+    ``KERAS_SPARSEVD_TORCH_COMPILE=0`` keeps them eager from the start.
     """
 
     def __init__(self, function: Any) -> None:
         import torch
 
         self.function = function
-        self.compiled: Any = torch.compile(function, dynamic=True)
+        self.compiled: Any = None
+        if os.environ.get("KERAS_SPARSEVD_TORCH_COMPILE", "1") != "0":
+            self.compiled = torch.compile(function, dynamic=True)
 
     def __call__(self, *args: Any) -> Any:
         # Keras infers shapes on the "meta" device (no data): nothing to fuse.
