@@ -119,13 +119,15 @@ class _Fused:
     ``KERAS_SPARSEVD_TORCH_COMPILE=0`` keeps them eager from the start.
     """
 
-    def __init__(self, function: Any) -> None:
-        import torch
-
+    def __init__(self, function: Any, compiler: Any = None) -> None:
         self.function = function
         self.compiled: Any = None
         if os.environ.get("KERAS_SPARSEVD_TORCH_COMPILE", "1") != "0":
-            self.compiled = torch.compile(function, dynamic=True)
+            if compiler is None:
+                import torch
+
+                compiler = functools.partial(torch.compile, dynamic=True)
+            self.compiled = compiler(function)
 
     def __call__(self, *args: Any) -> Any:
         # Keras infers shapes on the "meta" device (no data): nothing to fuse.
