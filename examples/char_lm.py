@@ -39,6 +39,7 @@ import numpy as np
 
 import keras_sparsevd as ksvd
 from examples import recurrent_training as training
+from keras_sparsevd import files
 from keras_sparsevd.export.cloning import uncompiled
 
 # Index 0 is the unknown symbol.
@@ -196,10 +197,10 @@ def main(argv: list | None = None) -> dict:
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
-    files = corpus_files()
-    train, train_files = load_part(files["train"], args.train_chars)
-    valid, valid_files = load_part(files["valid"], args.eval_chars)
-    test, test_files = load_part(files["test"], args.eval_chars)
+    split = corpus_files()
+    train, train_files = load_part(split["train"], args.train_chars)
+    valid, valid_files = load_part(split["valid"], args.eval_chars)
+    test, test_files = load_part(split["test"], args.eval_chars)
     x_train, y_train = sequences(train, args.seq_len)
     x_valid, y_valid = sequences(valid, args.seq_len)
     x_test, y_test = sequences(test, args.seq_len)
@@ -230,7 +231,7 @@ def main(argv: list | None = None) -> dict:
         "task": "character LM on the standard library's top-level .py files",
         "python": sys.version.split()[0],
         "files": {
-            part: [os.path.basename(p) for p in paths] for part, paths in files.items()
+            part: [os.path.basename(p) for p in paths] for part, paths in split.items()
         },
         "files_read": {
             "train": train_files,
@@ -265,9 +266,7 @@ def main(argv: list | None = None) -> dict:
             "n": int(x_train.size),
         }
         result.update(matrix_figures(model))
-    training.atomic_write(
-        os.path.join(args.out, name + ".keras"), uncompiled(model).save
-    )
+    files.save_model(uncompiled(model), os.path.join(args.out, name + ".keras"))
     training.write_result(os.path.join(args.out, name + ".json"), result)
     training.print_summary(result, left_out=("history", "files"))
     return result

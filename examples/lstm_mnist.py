@@ -30,6 +30,7 @@ from examples import recurrent_training as training
 
 # Also reached as ``lstm_mnist.init_from`` (the tests start models with it).
 from examples.recurrent_training import init_from
+from keras_sparsevd import files
 from keras_sparsevd.export.cloning import uncompiled
 
 UNITS = 128
@@ -212,9 +213,7 @@ def main(argv: list | None = None) -> dict:
         inference = uncompiled(model)
         if args.epochs or not args.init_from:
             # An evaluation (--epochs 0 --init-from M) writes no copy of M.
-            training.atomic_write(
-                os.path.join(args.out, name + ".keras"), inference.save
-            )
+            files.save_model(inference, os.path.join(args.out, name + ".keras"))
         stripped = ksvd.strip_sparsevd(inference)
         result["stripped_test_error"] = error_percent(stripped, x_test, y_test)
         if sweep:

@@ -241,21 +241,6 @@ def run_record(
     }
 
 
-def atomic_write(path: str, write: Callable[[str], Any]) -> None:
-    """Writes a file so that `path` is either the old file or the whole new one.
-
-    Args:
-        path: the file to write.
-        write: called with a temporary path in the same folder (with the
-            same suffix, which Keras' ``save`` checks), which then replaces
-            `path`; a run killed midway leaves no half-written result.
-    """
-    # The package's writer, not `tempfile.mkstemp`: a result file gets the
-    # mode a plain `open` gives (0666 less the umask), not mkstemp's 0600.
-    with files.atomic_path(path) as tmp:
-        write(tmp)
-
-
 def write_result(path: str, result: dict) -> None:
     """Writes `result` as indented JSON to `path`, atomically.
 
@@ -266,12 +251,7 @@ def write_result(path: str, result: dict) -> None:
     # Serialised before the file is opened: a value JSON cannot hold fails
     # here and leaves no temporary file behind.
     text = json.dumps(result, indent=2) + "\n"
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as handle:
-            handle.write(text)
-
-    atomic_write(path, write)
+    files.write_text(path, text)
 
 
 def print_summary(result: dict, left_out: Iterable[str]) -> None:

@@ -133,13 +133,14 @@ def test_result_files_are_written_whole_with_the_usual_mode(tmp_path):
     import os
 
     from examples import recurrent_training
+    from keras_sparsevd import files
 
     path = tmp_path / "result.json"
     recurrent_training.write_result(str(path), {"test_error": 1.0})
     path.write_text("old")
     with pytest.raises(RuntimeError):
         # A writer that fails midway leaves the old file and no temporary.
-        recurrent_training.atomic_write(str(path), _failing_writer)
+        files.write_with(path, _failing_writer)
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["result.json"]
     recurrent_training.write_result(str(path), {"test_error": 2.0})
@@ -149,9 +150,8 @@ def test_result_files_are_written_whole_with_the_usual_mode(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
-def _failing_writer(tmp):
-    with open(tmp, "w") as f:
-        f.write("half")
+def _failing_writer(handle):
+    handle.write(b"half")
     raise RuntimeError("killed")
 
 
