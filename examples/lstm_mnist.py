@@ -27,6 +27,7 @@ import numpy as np
 import keras_sparsevd as ksvd
 from examples import data
 from examples import recurrent_training as training
+from examples import thresholds as thresholds_lib
 
 # Also reached as ``lstm_mnist.init_from`` (the tests start models with it).
 from examples.recurrent_training import init_from
@@ -239,26 +240,16 @@ def threshold_sweep(
         ``lstm_kept``, ``lstm_compression``. The model's thresholds are
         put back as they were.
     """
-    layers = [model.get_layer("lstm").cell, model.get_layer("logits")]
-    before = [layer.threshold for layer in layers]
-    rows = []
-    try:
-        for threshold in thresholds:
-            for layer in layers:
-                layer.threshold = threshold
-            figures = lstm_figures(model)
-            rows.append(
-                {
-                    "threshold": threshold,
-                    "test_error": error_percent(model, x, y),
-                    "lstm_kept": figures["lstm_kept"],
-                    "lstm_compression": figures["lstm_compression"],
-                }
-            )
-    finally:
-        for layer, threshold in zip(layers, before):
-            layer.threshold = threshold
-    return rows
+
+    def measure(model: keras.Model) -> dict:
+        figures = lstm_figures(model)
+        return {
+            "test_error": error_percent(model, x, y),
+            "lstm_kept": figures["lstm_kept"],
+            "lstm_compression": figures["lstm_compression"],
+        }
+
+    return thresholds_lib.sweep(model, thresholds, measure)
 
 
 def _thresholds(parser: argparse.ArgumentParser, value: str | None) -> list:

@@ -38,6 +38,7 @@ import keras_sparsevd as ksvd
 from examples import animation, distribute, plots, run_folder
 from examples import data as data_lib
 from examples import models as models_lib
+from examples import thresholds as thresholds_lib
 from keras_sparsevd import files
 
 LR_SCHEDULES = ("paper", "linear", "constant-linear", "constant")
@@ -244,26 +245,14 @@ def threshold_sweep(
     model: keras.Model, x: np.ndarray, y: np.ndarray, thresholds: list
 ) -> list:
     """Test error and compression of one trained model at several thresholds."""
-    layers = ksvd.svd_layers(model)
-    original = [layer.threshold for layer in layers]
-    rows = []
-    try:
-        for t in thresholds:
-            for layer in layers:
-                layer.threshold = float(t)
-            error = test_error_percent(model, x, y)
-            report = ksvd.sparsity_report(model)
-            rows.append(
-                {
-                    "threshold": float(t),
-                    "test_error_percent": error,
-                    "compression": report.compression,
-                }
-            )
-    finally:
-        for layer, t in zip(layers, original):
-            layer.threshold = t
-    return rows
+    return thresholds_lib.sweep(
+        model,
+        thresholds,
+        lambda model: {
+            "test_error_percent": test_error_percent(model, x, y),
+            "compression": ksvd.sparsity_report(model).compression,
+        },
+    )
 
 
 def group_kl_scale(text: str) -> float | dict:
