@@ -115,7 +115,8 @@ class _Fused:
     of its own over the weights, and on small nets those passes cost more
     than the matrix products; inductor fuses them into one loop (2.4x faster
     on a 784x300 kernel). Compiling needs a C++ compiler: where it fails, a
-    warning says so once and the terms run eagerly, with the same values.
+    warning says so (once for each of the two passes) and the terms run
+    eagerly, with the same values.
     ``KERAS_SPARSEVD_TORCH_COMPILE=0`` keeps them eager from the start.
     """
 
